@@ -1,0 +1,219 @@
+/*
+ * cli.c -- the sendmail command line, parsed without side effects.
+ *
+ * Sendmail's options are not getopt(3)-shaped: -o and -b take the next
+ * letters as their argument, -B, -f, -F, -r, -C, -N, -R, -V and -O take a
+ * value attached or in the next word, and callers combine them freely
+ * (cron: "-FCronDaemon -i -B8BITMIME -oem root").  Parsing stops at "--"
+ * or at the first operand; operands are recipients.
+ */
+#include <string.h>
+
+#include "cli.h"
+#include "util.h"
+
+const char cli_usage[] =
+    "usage: relayq [-tiUv] [-B type] [-C file] [-F name] [-f sender] "
+    "[-N dsn] [-R ret] [-V envid] [-bm | -bs | -bi] [-odi | -odq] "
+    "[-oX...] [-q] [--] [recipient ...]";
+
+static const char *
+cli_basename(const char *p)
+{
+	const char *s = strrchr(p, '/');
+
+	return s != NULL ? s + 1 : p;
+}
+
+static void
+cli_note_ignored(struct cli_opts *o, const char *arg)
+{
+	if (o->nignored < UTIL_ARRAYLEN(o->ignored))
+		o->ignored[o->nignored++] = arg;
+}
+
+/*
+ * Takes the value of an option letter: the rest of the word if there is
+ * one, else the next word.  Returns NULL if there is none.
+ */
+static const char *
+cli_value(int argc, char **argv, int *i, const char *rest)
+{
+	if (*rest != '\0')
+		return rest;
+	if (*i + 1 >= argc)
+		return NULL;
+	return argv[++*i];
+}
+
+/* -oX: the letters after -o. */
+static int
+cli_parse_o(struct cli_opts *o, const char *arg, char *err, size_t errlen)
+{
+	const char *v = arg + 2;
+
+	switch (v[0]) {
+	case 'i':
+		if (v[1] == '\0') {
+			o->dot_ends_input = 0;
+			return 0;
+		}
+		break;
+	case 'd':
+		/* -odX: delivery mode. */
+		if (v[1] == 'i' || v[1] == 'b') {
+			o->delivery = CLI_DELIVERY_FOREGROUND;
+			if (v[1] == 'b')
+				cli_note_ignored(o, arg);
+			return 0;
+		}
+		if (v[1] == 'q' || v[1] == 'd') {
+			o->delivery = CLI_DELIVERY_QUEUE;
+			return 0;
+		}
+		(void)util_snprintf(err, errlen,
+		    "unknown delivery mode in %s (use -odi or -odq)", arg);
+		return -1;
+	case '\0':
+		(void)util_snprintf(err, errlen, "option -o needs a letter");
+		return -1;
+	default:
+		break;
+	}
+	/* -oem, -oep, -oQ..., -oA... and every other legacy option. */
+	cli_note_ignored(o, arg);
+	return 0;
+}
+
+int
+cli_parse(int argc, char **argv, struct cli_opts *o, char *err, size_t errlen)
+{
+	const char *prog;
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	o->mode = CLI_SUBMIT;
+	o->dot_ends_input = 1;
+	if (argc < 1 || argv[0] == NULL) {
+		(void)util_snprintf(err, errlen, "empty argument vector");
+		return -1;
+	}
+	prog = cli_basename(argv[0]);
+	if (strcmp(prog, "newaliases") == 0)
+		o->mode = CLI_NEWALIASES;
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		o->mode = CLI_VERSION;
+		return 0;
+	}
+
+	for (i = 1; i < argc; i++) {
+		const char *arg = argv[i], *p, *v;
+
+		if (strcmp(arg, "--") == 0) {
+			i++;
+			break;
+		}
+		if (arg[0] != '-' || arg[1] == '\0')
+			break;
+		/* A word of option letters, e.g. "-ti". */
+		for (p = arg + 1; *p != '\0'; p++) {
+			switch (*p) {
+			case 't':
+				o->read_recipients = 1;
+				continue;
+			case 'i':
+				o->dot_ends_input = 0;
+				continue;
+			case 'v':
+				o->verbose = 1;
+				continue;
+			case 'U':	/* initial user submission */
+			case 'G':	/* gateway submission */
+			case 'm':	/* "me too": we never expand aliases */
+			case 'n':	/* no aliasing */
+				cli_note_ignored(o, arg);
+				continue;
+			case 'I':
+				o->mode = CLI_NEWALIASES;
+				continue;
+			case 'o':
+				if (p != arg + 1)
+					goto unknown;
+				if (cli_parse_o(o, arg, err, errlen) == -1)
+					return -1;
+				break;
+			case 'b':
+				if (p != arg + 1)
+					goto unknown;
+				if (strcmp(arg, "-bm") == 0)
+					o->mode = CLI_SUBMIT;
+				else if (strcmp(arg, "-bs") == 0)
+					o->mode = CLI_SMTP;
+				else if (strcmp(arg, "-bi") == 0)
+					o->mode = CLI_NEWALIASES;
+				else {
+					(void)util_snprintf(err, errlen,
+					    "unsupported mode %s", arg);
+					return -1;
+				}
+				break;
+			case 'q':
+				if (p != arg + 1 || p[1] != '\0') {
+					(void)util_snprintf(err, errlen,
+					    "queue intervals (%s) are not "
+					    "supported; use -q", arg);
+					return -1;
+				}
+				o->mode = CLI_QUEUE_RUN;
+				break;
+			case 'f':
+			case 'r':
+			case 'F':
+			case 'C':
+			case 'B':
+			case 'N':
+			case 'R':
+			case 'V':
+			case 'O':
+			case 'h':
+				if ((v = cli_value(argc, argv, &i, p + 1)) == NULL) {
+					(void)util_snprintf(err, errlen,
+					    "option -%c needs a value", *p);
+					return -1;
+				}
+				if (*p == 'f' || *p == 'r')
+					o->sender = v;	/* the last one wins */
+				else if (*p == 'F')
+					o->fullname = v;
+				else if (*p == 'C')
+					o->config_path = v;
+				else if (*p == 'B') {
+					if (!util_strcaseeq(v, "8BITMIME") &&
+					    !util_strcaseeq(v, "7BIT")) {
+						(void)util_snprintf(err, errlen,
+						    "unknown body type -B %s", v);
+						return -1;
+					}
+				} else
+					cli_note_ignored(o, arg);
+				break;
+			default:
+				goto unknown;
+			}
+			break;	/* the option consumed the rest of the word */
+		}
+		continue;
+unknown:
+		(void)util_snprintf(err, errlen, "unknown option -%c in %s",
+		    *p, arg);
+		return -1;
+	}
+	o->rcpts = argv + i;
+	o->nrcpts = (size_t)(argc - i);
+	if (strcmp(prog, "mailq") == 0) {
+		(void)util_snprintf(err, errlen,
+		    "mailq: listing the queue is not supported yet");
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,53 @@
+/*
+ * cli.h -- the sendmail command line, parsed without side effects.
+ *
+ * cli_parse() only classifies argv; it opens nothing and reads no
+ * configuration, so it can run (and be fuzzed) before anything else.
+ */
+#ifndef RELAYQ_CLI_H
+#define RELAYQ_CLI_H
+
+#include <stddef.h>
+
+enum cli_mode {
+	CLI_SUBMIT,		/* -bm (default): message on stdin */
+	CLI_SMTP,		/* -bs: SMTP dialogue on stdin/stdout */
+	CLI_QUEUE_RUN,		/* -q: deliver what is queued, once */
+	CLI_NEWALIASES,		/* newaliases, -bi, -I */
+	CLI_VERSION		/* --version */
+};
+
+enum cli_delivery {
+	CLI_DELIVERY_CONFIG,	/* [queue] delivery decides */
+	CLI_DELIVERY_FOREGROUND, /* -odi */
+	CLI_DELIVERY_QUEUE	/* -odq, -odd */
+};
+
+struct cli_opts {
+	enum cli_mode	  mode;
+	enum cli_delivery delivery;
+	int		  read_recipients;	/* -t */
+	int		  dot_ends_input;	/* no -i / -oi */
+	int		  verbose;		/* -v */
+	const char	 *sender;		/* -f / -r, or NULL */
+	const char	 *fullname;		/* -F, or NULL */
+	const char	 *config_path;		/* -C, or NULL */
+	char		**rcpts;		/* operands, may hold comma lists */
+	size_t		  nrcpts;
+	/* Options that were accepted and ignored, for the -v note. */
+	const char	 *ignored[16];
+	size_t		  nignored;
+};
+
+/*
+ * Parses argv (argv[0] selects sendmail, mailq or newaliases mode).
+ * Returns 0, or -1 with a one-line reason in err for a usage error.
+ * opts points into argv afterwards.
+ */
+int	cli_parse(int argc, char **argv, struct cli_opts *opts,
+	    char *err, size_t errlen);
+
+/* The one-line usage summary printed with a usage error. */
+extern const char cli_usage[];
+
+#endif

@@ -1,0 +1,511 @@
+/*
+ * config.c -- the ini file (relayq.ini(5)) and its environment overrides.
+ *
+ * iniparser 4.1 quirks this file works around (see the API notes): its
+ * numbers are parsed with strtol(s, NULL, 0) ("0587" is octal), it keeps
+ * no line numbers, reports syntax errors through a global printf-style
+ * callback, and returns pointers into its dictionary.  So values are read
+ * as strings only, parsed here, copied out, and a second small scan of the
+ * file finds the line of a key for error messages.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <iniparser.h>
+
+#include "config.h"
+#include "util.h"
+
+enum config_type { T_STRING, T_PORT, T_SECONDS, T_TLS, T_DELIVERY, T_LOG };
+
+struct config_key {
+	const char	*section;
+	const char	*name;
+	enum config_type type;
+	const char	*def;		/* default, NULL: unset */
+	size_t		 offset;	/* into struct config */
+};
+
+#define OFF(f) offsetof(struct config, f)
+static const struct config_key config_keys[] = {
+	{ "relay", "host", T_STRING, "smtp.elastx.email", OFF(relay.host) },
+	{ "relay", "port", T_PORT, "587", OFF(relay.port) },
+	{ "relay", "tls", T_TLS, "starttls", OFF(relay.tls) },
+	{ "relay", "ca_file", T_STRING, NULL, OFF(relay.ca_file) },
+	{ "relay", "pin_sha256", T_STRING, NULL, OFF(relay.pin_sha256) },
+	{ "relay", "user", T_STRING, NULL, OFF(relay.user) },
+	{ "relay", "password", T_STRING, NULL, OFF(relay.password) },
+	{ "relay", "password_file", T_STRING, NULL, OFF(relay.password_file) },
+	{ "relay", "timeout", T_SECONDS, "300", OFF(relay.timeout) },
+	{ "queue", "dir", T_STRING, SPOOLDIR, OFF(queue.dir) },
+	{ "queue", "delivery", T_DELIVERY, "foreground", OFF(queue.delivery) },
+	{ "sender", "domain", T_STRING, NULL, OFF(sender.domain) },
+	{ "log", "target", T_LOG, "auto", OFF(log.target) },
+};
+#undef OFF
+
+/* The words each enum-valued key accepts. */
+struct config_enum {
+	enum config_type type;
+	const char	*name;
+	int		 value;
+};
+
+static const struct config_enum config_enums[] = {
+	{ T_TLS, "starttls", CONFIG_TLS_STARTTLS },
+	{ T_TLS, "tls", CONFIG_TLS_IMPLICIT },
+	{ T_TLS, "none", CONFIG_TLS_NONE },
+	{ T_DELIVERY, "foreground", CONFIG_DELIVERY_FOREGROUND },
+	{ T_DELIVERY, "queue", CONFIG_DELIVERY_QUEUE },
+	{ T_LOG, "auto", LOG_TARGET_AUTO },
+	{ T_LOG, "syslog", LOG_TARGET_SYSLOG },
+	{ T_LOG, "stderr", LOG_TARGET_STDERR },
+	{ 0, NULL, 0 }
+};
+
+/* iniparser reports syntax errors through this global hook. */
+static char config_ini_error[512];
+
+static int
+config_ini_errback(const char *fmt, ...)
+{
+	va_list ap;
+	size_t n = strlen(config_ini_error);
+
+	if (n + 1 >= sizeof(config_ini_error))
+		return 0;
+	va_start(ap, fmt);
+	(void)vsnprintf(config_ini_error + n, sizeof(config_ini_error) - n,
+	    fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+/*
+ * Finds the line of "key" in "[section]" of path, the way iniparser reads
+ * it (names are case-insensitive).  Returns 0 if not found.
+ */
+static int
+config_find_line(const char *path, const char *section, const char *key)
+{
+	char line[1100], cur[128] = "";
+	FILE *fp;
+	int lineno = 0, found = 0;
+
+	if (path == NULL || (fp = fopen(path, "re")) == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		char *p = line, *e;
+		size_t n;
+
+		lineno++;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p == '[') {
+			p++;
+			while (isspace((unsigned char)*p))
+				p++;
+			if ((e = strchr(p, ']')) == NULL)
+				continue;
+			while (e > p && isspace((unsigned char)e[-1]))
+				e--;
+			n = (size_t)(e - p);
+			if (n >= sizeof(cur))
+				n = sizeof(cur) - 1;
+			memcpy(cur, p, n);
+			cur[n] = '\0';
+			continue;
+		}
+		if (!util_strcaseeq(cur, section))
+			continue;
+		e = p;
+		while (*e != '\0' && *e != '=' && !isspace((unsigned char)*e))
+			e++;
+		n = (size_t)(e - p);
+		if (n == strlen(key) && util_strncaseeq(p, key, n)) {
+			found = lineno;	/* iniparser: the last one wins */
+		}
+	}
+	(void)fclose(fp);
+	return found;
+}
+
+static void
+config_error(char *err, size_t errlen, const char *path, const char *section,
+    const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void
+config_error(char *err, size_t errlen, const char *path, const char *section,
+    const char *key, const char *fmt, ...)
+{
+	char what[512];
+	va_list ap;
+	int line;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	line = config_find_line(path, section, key);
+	if (path == NULL)
+		(void)util_snprintf(err, errlen, "RELAYQ_%s_%s: %s",
+		    section, key, what);
+	else if (line > 0)
+		(void)util_snprintf(err, errlen, "%s:%d: [%s] %s: %s",
+		    path, line, section, key, what);
+	else
+		(void)util_snprintf(err, errlen, "%s: [%s] %s: %s",
+		    path, section, key, what);
+}
+
+static const struct config_key *
+config_lookup(const char *section, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < UTIL_ARRAYLEN(config_keys); i++)
+		if (util_strcaseeq(config_keys[i].section, section) &&
+		    util_strcaseeq(config_keys[i].name, name))
+			return &config_keys[i];
+	return NULL;
+}
+
+/* Stores one value; src names where it came from for errors. */
+static int
+config_set(struct config *cfg, const struct config_key *k, const char *val,
+    const char *src, char *err, size_t errlen)
+{
+	char *base = (char *)cfg;
+	unsigned long n;
+
+	switch (k->type) {
+	case T_STRING: {
+		char **dst = (char **)(void *)(base + k->offset);
+
+		free(*dst);
+		*dst = (val[0] != '\0') ? xstrdup(val) : NULL;
+		return 0;
+	}
+	case T_PORT:
+		if (util_parse_ulong(val, 1, 65535, &n) == -1)
+			goto bad;
+		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
+		return 0;
+	case T_SECONDS:
+		if (util_parse_duration(val, &n) == -1 || n < 1 || n > 86400)
+			goto bad;
+		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
+		return 0;
+	case T_TLS:
+	case T_DELIVERY:
+	case T_LOG: {
+		const struct config_enum *e;
+
+		for (e = config_enums; e->name != NULL; e++)
+			if (e->type == k->type && strcmp(e->name, val) == 0) {
+				*(int *)(void *)(base + k->offset) = e->value;
+				return 0;
+			}
+		goto bad;
+	}
+	}
+bad:
+	{
+		static const char *const expect[] = {
+			[T_STRING] = "a string",
+			[T_PORT] = "a port number from 1 to 65535",
+			[T_SECONDS] = "a duration from 1s to 1d (e.g. 300, 5m)",
+			[T_TLS] = "starttls, tls or none",
+			[T_DELIVERY] = "foreground or queue",
+			[T_LOG] = "auto, syslog or stderr",
+		};
+		char shown[64];
+
+		util_sanitize(shown, sizeof(shown), val, strlen(val));
+		config_error(err, errlen, src, k->section, k->name,
+		    "invalid value \"%s\" (expected %s)", shown,
+		    expect[k->type]);
+	}
+	return -1;
+}
+
+/* Rejects sections and keys that the table does not know. */
+static int
+config_check_unknown(dictionary *d, const char *path, char *err, size_t errlen)
+{
+	int i, nsec = iniparser_getnsec(d);
+
+	for (i = 0; i < nsec; i++) {
+		const char *sec = iniparser_getsecname(d, i);
+		const char **keys;
+		int j, nkeys;
+		size_t k, known = 0;
+
+		if (sec == NULL)
+			continue;
+		for (k = 0; k < UTIL_ARRAYLEN(config_keys); k++)
+			if (strcmp(config_keys[k].section, sec) == 0)
+				known = 1;
+		if (!known) {
+			(void)util_snprintf(err, errlen,
+			    "%s: unknown section [%s]", path, sec);
+			return -1;
+		}
+		nkeys = iniparser_getsecnkeys(d, sec);
+		if (nkeys <= 0)
+			continue;
+		keys = xcalloc((size_t)nkeys, sizeof(*keys));
+		if (iniparser_getseckeys(d, sec, keys) == NULL) {
+			free(keys);
+			continue;
+		}
+		for (j = 0; j < nkeys; j++) {
+			const char *name = strchr(keys[j], ':');
+
+			name = name != NULL ? name + 1 : keys[j];
+			if (config_lookup(sec, name) == NULL) {
+				config_error(err, errlen, path, sec, name,
+				    "unknown key");
+				free(keys);
+				return -1;
+			}
+		}
+		free(keys);
+	}
+	/* Keys before any section end up as ":key". */
+	for (i = 0; i < d->size; i++) {
+		if (d->key[i] != NULL && d->key[i][0] == ':') {
+			(void)util_snprintf(err, errlen,
+			    "%s: key \"%s\" is outside any [section]", path,
+			    d->key[i] + 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+config_read_file(struct config *cfg, const char *path, char *err,
+    size_t errlen)
+{
+	dictionary *d;
+	size_t i;
+
+	config_ini_error[0] = '\0';
+	iniparser_set_error_callback(config_ini_errback);
+	d = iniparser_load(path);
+	iniparser_set_error_callback(NULL);
+	if (d == NULL) {
+		char why[512];
+
+		if (config_ini_error[0] != '\0')
+			util_sanitize(why, sizeof(why), config_ini_error,
+			    strlen(config_ini_error));
+		else
+			(void)util_strlcpy(why, "cannot be parsed (a line of "
+			    "1023 characters or more, or a byte order mark?)",
+			    sizeof(why));
+		(void)util_snprintf(err, errlen, "%s: %s", path, why);
+		return -1;
+	}
+	if (config_check_unknown(d, path, err, errlen) == -1)
+		goto fail;
+	for (i = 0; i < UTIL_ARRAYLEN(config_keys); i++) {
+		const struct config_key *k = &config_keys[i];
+		char name[128];
+		const char *v;
+
+		(void)util_snprintf(name, sizeof(name), "%s:%s", k->section,
+		    k->name);
+		if ((v = iniparser_getstring(d, name, NULL)) == NULL)
+			continue;
+		if (config_set(cfg, k, v, path, err, errlen) == -1)
+			goto fail;
+	}
+	iniparser_freedict(d);
+	return 0;
+fail:
+	iniparser_freedict(d);
+	return -1;
+}
+
+/* RELAYQ_<SECTION>_<KEY>=value, for unprivileged runs and containers. */
+static int
+config_read_env(struct config *cfg, char *err, size_t errlen)
+{
+	size_t i, j;
+
+	for (i = 0; i < UTIL_ARRAYLEN(config_keys); i++) {
+		const struct config_key *k = &config_keys[i];
+		char name[128];
+		const char *v;
+
+		(void)util_snprintf(name, sizeof(name), "RELAYQ_%s_%s",
+		    k->section, k->name);
+		for (j = 0; name[j] != '\0'; j++)
+			name[j] = (char)toupper((unsigned char)name[j]);
+		if ((v = getenv(name)) == NULL)
+			continue;
+		if (config_set(cfg, k, v, NULL, err, errlen) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static int
+config_is_loopback(const char *host)
+{
+	return strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 ||
+	    strncmp(host, "127.", 4) == 0;
+}
+
+static int
+config_validate(struct config *cfg, char *err, size_t errlen)
+{
+	const char *src = cfg->path;
+
+	if (cfg->relay.host == NULL) {
+		config_error(err, errlen, src, "relay", "host", "is empty");
+		return -1;
+	}
+	if (cfg->relay.tls == CONFIG_TLS_NONE) {
+		/* Plain SMTP is for a local MTA only, and never with AUTH. */
+		if (!config_is_loopback(cfg->relay.host)) {
+			config_error(err, errlen, src, "relay", "tls",
+			    "\"none\" is allowed only for a loopback host");
+			return -1;
+		}
+		if (cfg->relay.user != NULL) {
+			config_error(err, errlen, src, "relay", "user",
+			    "no AUTH without TLS: remove user or set tls");
+			return -1;
+		}
+	} else if (cfg->relay.user == NULL) {
+		config_error(err, errlen, src, "relay", "user",
+		    "is required (the relay user account)");
+		return -1;
+	} else if (cfg->relay.password == NULL &&
+	    cfg->relay.password_file == NULL) {
+		config_error(err, errlen, src, "relay", "password",
+		    "set password or password_file");
+		return -1;
+	}
+	if (cfg->relay.password != NULL && cfg->relay.password_file != NULL) {
+		config_error(err, errlen, src, "relay", "password_file",
+		    "set either password or password_file, not both");
+		return -1;
+	}
+	/* The PLAIN plugin copies both into a 513-byte buffer. */
+	if (cfg->relay.user != NULL && strlen(cfg->relay.user) > 255) {
+		config_error(err, errlen, src, "relay", "user",
+		    "longer than 255 characters");
+		return -1;
+	}
+	if (cfg->queue.dir == NULL || cfg->queue.dir[0] != '/') {
+		config_error(err, errlen, src, "queue", "dir",
+		    "must be an absolute path");
+		return -1;
+	}
+	return 0;
+}
+
+struct config *
+config_load(const char *path, int allow_env, char *err, size_t errlen)
+{
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+	int explicit = path != NULL;
+	struct stat st;
+	size_t i;
+
+	for (i = 0; i < UTIL_ARRAYLEN(config_keys); i++)
+		if (config_keys[i].def != NULL &&
+		    config_set(cfg, &config_keys[i], config_keys[i].def,
+		    "(defaults)", err, errlen) == -1)
+			goto fail;
+	if (path == NULL && allow_env && getenv("RELAYQ_CONFIG") != NULL) {
+		path = getenv("RELAYQ_CONFIG");
+		explicit = 1;
+	}
+	if (path == NULL)
+		path = CONFIG_DEFAULT_PATH;
+	if (stat(path, &st) == -1) {
+		/* Without a file the environment may carry everything. */
+		if (explicit || errno != ENOENT || !allow_env) {
+			(void)util_snprintf(err, errlen, "%s: %s", path,
+			    strerror(errno));
+			goto fail;
+		}
+	} else {
+		cfg->path = xstrdup(path);
+		if (config_read_file(cfg, path, err, errlen) == -1)
+			goto fail;
+	}
+	if (allow_env && config_read_env(cfg, err, errlen) == -1)
+		goto fail;
+	if (config_validate(cfg, err, errlen) == -1)
+		goto fail;
+	return cfg;
+fail:
+	config_free(cfg);
+	return NULL;
+}
+
+int
+config_load_password(struct config *cfg, char *err, size_t errlen)
+{
+	char line[512];
+	FILE *fp;
+	size_t n;
+
+	if (cfg->relay.password != NULL || cfg->relay.password_file == NULL)
+		return 0;
+	if ((fp = fopen(cfg->relay.password_file, "re")) == NULL) {
+		(void)util_snprintf(err, errlen, "password_file %s: %s",
+		    cfg->relay.password_file, strerror(errno));
+		return -1;
+	}
+	if (fgets(line, sizeof(line), fp) == NULL) {
+		(void)fclose(fp);
+		(void)util_snprintf(err, errlen, "password_file %s is empty",
+		    cfg->relay.password_file);
+		return -1;
+	}
+	(void)fclose(fp);
+	n = strcspn(line, "\r\n");
+	line[n] = '\0';
+	if (n == 0 || n > 255) {
+		util_wipe(line, sizeof(line));
+		(void)util_snprintf(err, errlen, "password_file %s: the first "
+		    "line must hold a password of 1 to 255 characters",
+		    cfg->relay.password_file);
+		return -1;
+	}
+	cfg->relay.password = xstrdup(line);
+	util_wipe(line, sizeof(line));
+	return 0;
+}
+
+void
+config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return;
+	free(cfg->path);
+	free(cfg->relay.host);
+	free(cfg->relay.ca_file);
+	free(cfg->relay.pin_sha256);
+	free(cfg->relay.user);
+	if (cfg->relay.password != NULL) {
+		util_wipe(cfg->relay.password, strlen(cfg->relay.password));
+		free(cfg->relay.password);
+	}
+	free(cfg->relay.password_file);
+	free(cfg->queue.dir);
+	free(cfg->sender.domain);
+	free(cfg);
+}

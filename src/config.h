@@ -1,0 +1,75 @@
+/*
+ * config.h -- the ini file (relayq.ini(5)) and its environment overrides.
+ *
+ * config_load() reads the file through iniparser, checks every key against
+ * a table of known keys, parses values itself and copies them out, so the
+ * result owns all of its strings.  Errors name the file, line and key.
+ */
+#ifndef RELAYQ_CONFIG_H
+#define RELAYQ_CONFIG_H
+
+#include <stddef.h>
+
+#include "log.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#ifndef SPOOLDIR
+#define SPOOLDIR "/var/spool/relayq"
+#endif
+#define CONFIG_DEFAULT_PATH SYSCONFDIR "/relayq.ini"
+
+enum config_tls {
+	CONFIG_TLS_STARTTLS,
+	CONFIG_TLS_IMPLICIT,
+	CONFIG_TLS_NONE
+};
+
+enum config_delivery {
+	CONFIG_DELIVERY_FOREGROUND,
+	CONFIG_DELIVERY_QUEUE
+};
+
+struct config {
+	char			*path;		/* file read, or NULL */
+	struct {
+		char		*host;
+		unsigned	 port;
+		enum config_tls	 tls;
+		char		*ca_file;	/* NULL: system store */
+		char		*pin_sha256;	/* NULL: no pin */
+		char		*user;
+		char		*password;	/* NULL until loaded */
+		char		*password_file;
+		unsigned	 timeout;	/* seconds per SMTP phase */
+	} relay;
+	struct {
+		char		*dir;
+		enum config_delivery delivery;
+	} queue;
+	struct {
+		char		*domain;	/* qualifies bare local names */
+	} sender;
+	struct {
+		enum log_target	 target;
+	} log;
+};
+
+/*
+ * Loads path (NULL: $RELAYQ_CONFIG when allowed, else the default path,
+ * which may be missing).  allow_env permits RELAYQ_CONFIG and the
+ * RELAYQ_<SECTION>_<KEY> overrides; privileged runs pass 0.
+ * Returns a config to free with config_free(), or NULL with err set.
+ */
+struct config *config_load(const char *path, int allow_env,
+	    char *err, size_t errlen);
+void	config_free(struct config *);
+
+/*
+ * Makes cfg->relay.password available, reading password_file if needed.
+ * Returns 0, or -1 with err set.  The password never appears in err.
+ */
+int	config_load_password(struct config *, char *err, size_t errlen);
+
+#endif

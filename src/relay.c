@@ -1,0 +1,578 @@
+/*
+ * relay.c -- one SMTP session with the smarthost, through libESMTP.
+ *
+ * libESMTP 1.1.0 pitfalls handled here (see the project's API notes):
+ * smtp_start_session() returns 1 for nearly every failure after the TCP
+ * connect, so the outcome is read from events and per-message statuses;
+ * a failed AUTH makes it go on unauthenticated, so the monitor callback
+ * watches the AUTH replies and cuts the connection on a refusal; its
+ * default SSL_CTX is unsafe (freed by the first session), so ours is
+ * always passed; it stat()s ~/.config/libesmtp/ unless XDG_CONFIG_DIR
+ * points elsewhere; connect() has no timeout, so an alarm covers it; and
+ * the message callback's *ctx is free()d by the library, so state lives
+ * in our relay_msg instead.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+#include <auth-client.h>
+#include <libesmtp.h>
+
+#include "config.h"
+#include "relay.h"
+#include "tls.h"
+#include "tunnel.h"
+#include "util.h"
+
+#define RELAY_CHUNK 65536
+
+struct relay_state {
+	const struct config	*cfg;
+	auth_context_t		 auth;
+	SSL			*ssl;		/* after STARTTLS */
+	struct tunnel		*tunnel;	/* implicit TLS, or NULL */
+	int			 verbose;
+	int			 connected;
+	int			 tls_ok;
+	long long		 starttls_ms;	/* when STARTTLS was sent */
+	int			 no_starttls;
+	char			 cert_error[256];
+	int			 in_auth;	/* between AUTH and its result */
+	int			 authenticated;
+	int			 auth_failed;
+	char			 auth_reply[RELAY_TEXT_MAX];
+};
+
+static void
+relay_alarm(int sig)
+{
+	(void)sig;	/* only interrupts a hanging connect() */
+}
+
+/* Ends the connection at once; libESMTP then fails what is left. */
+static void
+relay_cut(struct relay_state *rs)
+{
+	if (rs->ssl != NULL && SSL_get_fd(rs->ssl) >= 0)
+		(void)shutdown(SSL_get_fd(rs->ssl), SHUT_RDWR);
+	else if (rs->tunnel != NULL)
+		tunnel_cut(rs->tunnel);
+}
+
+/*
+ * libESMTP 1.1.0 reads before it flushes: when TLS 1.3 NewSessionTicket
+ * records are readable at its first poll after queueing EHLO, SSL_read()
+ * eats them, wants more, and sio_sslpoll() blocks with EHLO still unsent
+ * until the timeout.  Servers send the tickets right after the handshake,
+ * so wait for them here, before EHLO is queued, and let OpenSSL take
+ * them in with SSL_peek() (which leaves any application data alone).
+ * The wait is bounded by twice the handshake time (one round trip brings
+ * the tickets), at least 20 ms, at most 1 s, once per session.
+ */
+static void
+relay_absorb_tickets(struct relay_state *rs)
+{
+	long long start = util_monotonic_ms(), window, left;
+	struct pollfd pfd;
+	int fd = SSL_get_fd(rs->ssl), got = 0;
+	char c;
+	int n;
+
+	if (fd < 0 || SSL_version(rs->ssl) < TLS1_3_VERSION)
+		return;
+	window = 2 * (start - rs->starttls_ms);
+	window = window < 20 ? 20 : window > 1000 ? 1000 : window;
+	for (;;) {
+		left = window - (util_monotonic_ms() - start);
+		if (got && left > 10)
+			left = 10;	/* stragglers of the same burst */
+		if (left <= 0)
+			return;
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, 1, (int)left) <= 0)
+			return;
+		if ((n = SSL_peek(rs->ssl, &c, 1)) > 0)
+			return;		/* application data: not ours */
+		if (SSL_get_error(rs->ssl, n) != SSL_ERROR_WANT_READ)
+			return;
+		got = 1;
+	}
+}
+
+static void
+relay_event(smtp_session_t session, int event, void *arg, ...)
+{
+	struct relay_state *rs = arg;
+	struct relay_msg *m;
+	va_list ap;
+	int *ok;
+
+	(void)session;
+	va_start(ap, arg);
+	switch (event) {
+	case SMTP_EV_CONNECT:
+		(void)alarm(0);
+		rs->connected = 1;
+		break;
+	case SMTP_EV_STARTTLS_OK:
+		rs->ssl = va_arg(ap, SSL *);
+		rs->tls_ok = 1;
+		relay_absorb_tickets(rs);
+		break;
+	case SMTP_EV_INVALID_PEER_CERTIFICATE: {
+		long vr = va_arg(ap, long);
+
+		ok = va_arg(ap, int *);
+		*ok = 0;
+		(void)util_snprintf(rs->cert_error, sizeof(rs->cert_error),
+		    "certificate verification failed: %s",
+		    X509_verify_cert_error_string(vr));
+		break;
+	}
+	case SMTP_EV_WRONG_PEER_CERTIFICATE: {
+		SSL *ssl;
+
+		ok = va_arg(ap, int *);
+		(void)va_arg(ap, const char *);
+		ssl = va_arg(ap, SSL *);
+		/* libESMTP compared the DNS canonical name; we compare the
+		 * configured one (the handshake already did, too). */
+		*ok = tls_peer_matches(ssl, rs->cfg->relay.host);
+		if (!*ok)
+			(void)util_snprintf(rs->cert_error,
+			    sizeof(rs->cert_error), "certificate is not "
+			    "valid for %s", rs->cfg->relay.host);
+		break;
+	}
+	case SMTP_EV_NO_PEER_CERTIFICATE:
+		ok = va_arg(ap, int *);
+		*ok = 0;
+		(void)util_strlcpy(rs->cert_error, "server sent no certificate",
+		    sizeof(rs->cert_error));
+		break;
+	case SMTP_EV_NO_CLIENT_CERTIFICATE:
+		ok = va_arg(ap, int *);
+		*ok = 1;	/* we authenticate with AUTH, not certificates */
+		break;
+	case SMTP_EV_WEAK_CIPHER: {
+		int bits = va_arg(ap, int);
+
+		ok = va_arg(ap, int *);
+		*ok = bits >= 128;
+		break;
+	}
+	case SMTP_EV_EXTNA_STARTTLS:
+		rs->no_starttls = 1;
+		break;
+	case SMTP_EV_EXTNA_DSN: {
+		int *quit = va_arg(ap, int *);
+
+		*quit = 0;
+		break;
+	}
+	case SMTP_EV_MESSAGESENT:
+		m = smtp_message_get_application_data(va_arg(ap,
+		    smtp_message_t));
+		if (m != NULL)
+			m->data_sent = 1;
+		break;
+	default:
+		break;
+	}
+	va_end(ap);
+}
+
+static void
+relay_transcript(const char *dir, const char *buf, int len)
+{
+	char line[512];
+	const char *p = buf, *e = buf + len, *nl;
+
+	while (p < e) {
+		nl = memchr(p, '\n', (size_t)(e - p));
+		if (nl == NULL)
+			nl = e;
+		util_sanitize(line, sizeof(line), p, (size_t)(nl - p));
+		if (line[0] != '\0')
+			(void)fprintf(stderr, "%s %s\n", dir, line);
+		p = nl < e ? nl + 1 : e;
+	}
+}
+
+/*
+ * Sees every command and reply.  It tracks AUTH so that a refusal ends
+ * the session (libESMTP would go on unauthenticated) and so that the
+ * credentials never reach the verbose transcript.
+ */
+static void
+relay_monitor(const char *buf, int len, int writing, void *arg)
+{
+	struct relay_state *rs = arg;
+
+	if (len <= 0)
+		return;
+	if (writing) {
+		if (len >= 8 && util_strncaseeq(buf, "STARTTLS", 8))
+			rs->starttls_ms = util_monotonic_ms();
+		if (len >= 5 && util_strncaseeq(buf, "AUTH ", 5)) {
+			rs->in_auth = 1;
+			if (rs->verbose) {
+				const char *sp = memchr(buf + 5, ' ',
+				    (size_t)len - 5);
+				int n = sp != NULL ? (int)(sp - buf) : len;
+
+				relay_transcript(">>>", buf, n);
+				if (sp != NULL)
+					(void)fprintf(stderr,
+					    ">>> (credentials hidden)\n");
+			}
+		} else if (rs->in_auth) {
+			if (rs->verbose)
+				(void)fprintf(stderr,
+				    ">>> (credentials hidden)\n");
+		} else if (rs->verbose)
+			relay_transcript(">>>", buf, len);
+		return;
+	}
+	if (rs->verbose)
+		relay_transcript("<<<", buf, len);
+	if (!rs->in_auth || len < 3)
+		return;
+	if (buf[0] == '3')
+		return;		/* 334: the exchange goes on */
+	rs->in_auth = 0;
+	if (buf[0] == '2') {
+		rs->authenticated = 1;
+		return;
+	}
+	rs->auth_failed = 1;
+	util_sanitize(rs->auth_reply, sizeof(rs->auth_reply), buf,
+	    (size_t)len);
+	relay_cut(rs);
+}
+
+static int
+relay_interact(auth_client_request_t req, char **result, int fields,
+    void *arg)
+{
+	struct relay_state *rs = arg;
+	const char *mech = auth_mechanism_name(rs->auth);
+	int i;
+
+	/* Only the mechanisms we vouch for: never NTLM and the like. */
+	if (mech == NULL || (!util_strcaseeq(mech, "PLAIN") &&
+	    !util_strcaseeq(mech, "LOGIN")))
+		return 0;
+	for (i = 0; i < fields; i++) {
+		if (req[i].flags & AUTH_USER)
+			result[i] = rs->cfg->relay.user;
+		else if (req[i].flags & AUTH_PASS)
+			result[i] = rs->cfg->relay.password;
+		else if (req[i].flags & AUTH_REALM)
+			result[i] = (char *)"";
+		else
+			return 0;
+	}
+	return 1;
+}
+
+static const char *
+relay_message_cb(void **ctx, int *len, void *arg)
+{
+	struct relay_msg *m = arg;
+	size_t want;
+
+	(void)ctx;
+	if (len == NULL) {
+		m->pos = 0;
+		return NULL;
+	}
+	if (m->pos >= m->data_len || m->read_error) {
+		*len = 0;
+		return NULL;
+	}
+	want = m->data_len - m->pos;
+	if (want > RELAY_CHUNK)
+		want = RELAY_CHUNK;
+	if (util_pread_full(m->fd, m->chunk, want, m->data_off +
+	    (off_t)m->pos) == -1) {
+		/* A short message must never be accepted. */
+		m->read_error = 1;
+		relay_cut(m->state);
+		*len = 0;
+		return NULL;
+	}
+	m->pos += want;
+	*len = (int)want;
+	return m->chunk;
+}
+
+static void
+relay_status(const smtp_status_t *st, int *code, char *text)
+{
+	*code = st != NULL ? st->code : 0;
+	text[0] = '\0';
+	if (st != NULL && st->text != NULL) {
+		char buf[RELAY_TEXT_MAX - 8];
+
+		util_sanitize(buf, sizeof(buf), st->text, strlen(st->text));
+		(void)util_snprintf(text, RELAY_TEXT_MAX, "%d %s", st->code,
+		    buf);
+	}
+}
+
+static void
+relay_collect_rcpt(smtp_recipient_t r, const char *mailbox, void *arg)
+{
+	struct relay_msg *m = arg;
+	struct relay_rcpt *rc = smtp_recipient_get_application_data(r);
+	const smtp_status_t *st = smtp_recipient_status(r);
+
+	(void)mailbox;
+	if (rc == NULL)
+		return;
+	if (st != NULL && st->code >= 200 && st->code < 300) {
+		/* Accepted at RCPT: the outcome is the end of DATA. */
+		rc->code = m->data_code;
+		(void)util_strlcpy(rc->text, m->data_text, sizeof(rc->text));
+	} else {
+		relay_status(st, &rc->code, rc->text);
+		rc->at_rcpt = rc->code != 0;
+	}
+}
+
+static void
+relay_collect(smtp_message_t msg, void *arg)
+{
+	struct relay_msg *m = smtp_message_get_application_data(msg);
+
+	(void)arg;
+	if (m == NULL)
+		return;
+	relay_status(smtp_reverse_path_status(msg), &m->mail_code,
+	    m->mail_text);
+	relay_status(smtp_message_transfer_status(msg), &m->data_code,
+	    m->data_text);
+	(void)smtp_enumerate_recipients(msg, relay_collect_rcpt, m);
+}
+
+/* The EHLO name: this host's name as the resolver knows it. */
+static void
+relay_ehlo_name(char *buf, size_t len)
+{
+	if (gethostname(buf, len) == -1 || buf[0] == '\0')
+		(void)util_strlcpy(buf, "localhost", len);
+	buf[len - 1] = '\0';
+}
+
+static void
+relay_fail(struct relay_session *out, enum relay_failure f, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
+
+static void
+relay_fail(struct relay_session *out, enum relay_failure f, const char *fmt,
+    ...)
+{
+	va_list ap;
+
+	if (out->failure != RELAY_FAIL_NONE)
+		return;
+	out->failure = f;
+	va_start(ap, fmt);
+	(void)util_vsnprintf(out->reason, sizeof(out->reason), fmt, ap);
+	va_end(ap);
+}
+
+void
+relay_deliver(const struct config *cfg, struct relay_msg *msgs, size_t n,
+    int verbose, struct relay_session *out)
+{
+	static const int phases[] = { Timeout_GREETING, Timeout_ENVELOPE,
+		Timeout_DATA, Timeout_TRANSFER, Timeout_DATA2 };
+	struct relay_state rs;
+	struct sigaction sa, old_sa;
+	struct tunnel tun;
+	smtp_session_t session = NULL;
+	char hostport[300], ehlo[256], err[512], why[256];
+	SSL_CTX *ctx = NULL;
+	size_t i, j, added = 0;
+	int rc, tunnelled = 0;
+
+	memset(out, 0, sizeof(*out));
+	memset(&rs, 0, sizeof(rs));
+	rs.cfg = cfg;
+	rs.verbose = verbose;
+	for (i = 0; i < n; i++)
+		msgs[i].chunk = NULL;
+
+	/* Keep libESMTP away from $HOME/.config/libesmtp/. */
+	if (setenv("XDG_CONFIG_DIR", "/nonexistent", 1) == -1) {
+		relay_fail(out, RELAY_FAIL_PROTOCOL, "setenv: %s",
+		    strerror(errno));
+		return;
+	}
+	if (cfg->relay.tls != CONFIG_TLS_NONE) {
+		tls_verify_reset();
+		if ((ctx = tls_client_ctx(cfg, err, sizeof(err))) == NULL) {
+			relay_fail(out, RELAY_FAIL_TLS, "%s", err);
+			return;
+		}
+	}
+	if (cfg->relay.tls == CONFIG_TLS_IMPLICIT) {
+		/* libESMTP 1.1.0 cannot do TLS on connect: a thread does
+		 * the verified TLS and hands it over a loopback pipe. */
+		if (tunnel_start(&tun, cfg, ctx, err, sizeof(err)) == -1) {
+			relay_fail(out, RELAY_FAIL_CONNECT, "%s", err);
+			SSL_CTX_free(ctx);
+			return;
+		}
+		tunnelled = 1;
+		(void)util_snprintf(hostport, sizeof(hostport),
+		    "127.0.0.1:%u", tun.local_port);
+	} else
+		(void)util_snprintf(hostport, sizeof(hostport), "%s:%u",
+		    cfg->relay.host, cfg->relay.port);
+
+	auth_client_init();
+	if ((session = smtp_create_session()) == NULL) {
+		relay_fail(out, RELAY_FAIL_PROTOCOL, "smtp_create_session failed");
+		goto done;
+	}
+	relay_ehlo_name(ehlo, sizeof(ehlo));
+	if (!smtp_set_server(session, hostport) ||
+	    !smtp_set_hostname(session, ehlo) ||
+	    !smtp_set_eventcb(session, relay_event, &rs) ||
+	    !smtp_set_monitorcb(session, relay_monitor, &rs, 0)) {
+		relay_fail(out, RELAY_FAIL_PROTOCOL, "libESMTP setup failed");
+		goto done;
+	}
+	for (i = 0; i < UTIL_ARRAYLEN(phases); i++)
+		(void)smtp_set_timeout(session, phases[i] |
+		    Timeout_OVERRIDE_RFC2822_MINIMUM,
+		    (long)cfg->relay.timeout * 1000);
+	if (cfg->relay.tls == CONFIG_TLS_STARTTLS) {
+		if (!smtp_starttls_enable(session, Starttls_REQUIRED) ||
+		    !smtp_starttls_set_ctx(session, ctx)) {
+			relay_fail(out, RELAY_FAIL_TLS, "STARTTLS setup failed");
+			goto done;
+		}
+	} else
+		(void)smtp_starttls_enable(session, Starttls_DISABLED);
+	if (cfg->relay.user != NULL) {
+		rs.auth = auth_create_context();
+		if (rs.auth == NULL ||
+		    !auth_set_mechanism_flags(rs.auth, AUTH_PLUGIN_PLAIN, 0) ||
+		    !auth_set_interact_cb(rs.auth, relay_interact, &rs) ||
+		    !smtp_auth_set_context(session, rs.auth)) {
+			relay_fail(out, RELAY_FAIL_PROTOCOL, "AUTH setup failed");
+			goto done;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		struct relay_msg *m = &msgs[i];
+		smtp_message_t sm;
+
+		if (m->nrcpts == 0)
+			continue;
+		m->chunk = xmalloc(RELAY_CHUNK);
+		m->state = &rs;
+		if ((sm = smtp_add_message(session)) == NULL ||
+		    !smtp_set_reverse_path(sm, m->sender[0] != '\0' ?
+		    m->sender : NULL) ||
+		    !smtp_set_messagecb(sm, relay_message_cb, m) ||
+		    !smtp_size_set_estimate(sm, m->data_len)) {
+			relay_fail(out, RELAY_FAIL_PROTOCOL,
+			    "libESMTP message setup failed");
+			goto done;
+		}
+		smtp_message_set_application_data_release(sm, m, NULL);
+		for (j = 0; j < m->nrcpts; j++) {
+			smtp_recipient_t r = smtp_add_recipient(sm,
+			    m->rcpts[j].addr);
+
+			if (r == NULL) {
+				relay_fail(out, RELAY_FAIL_PROTOCOL,
+				    "libESMTP recipient setup failed");
+				goto done;
+			}
+			smtp_recipient_set_application_data_release(r,
+			    &m->rcpts[j], NULL);
+		}
+		added++;
+	}
+	if (added == 0)
+		goto done;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = relay_alarm;	/* no SA_RESTART: EINTR connect() */
+	(void)sigemptyset(&sa.sa_mask);
+	(void)sigaction(SIGALRM, &sa, &old_sa);
+	if (tunnelled)
+		rs.tunnel = &tun;
+	(void)alarm(cfg->relay.timeout);
+	rc = smtp_start_session(session);
+	(void)alarm(0);
+	(void)sigaction(SIGALRM, &old_sa, NULL);
+
+	(void)smtp_enumerate_messages(session, relay_collect, NULL);
+	if (tunnelled) {
+		tunnel_stop(&tun);
+		if (tunnel_failed(&tun, why, sizeof(why)))
+			relay_fail(out, RELAY_FAIL_TLS, "%s", why);
+	}
+	if (rc == 0 || !rs.connected) {
+		smtp_strerror(smtp_errno(), why, sizeof(why));
+		relay_fail(out, RELAY_FAIL_CONNECT, "cannot connect to %s:%u: "
+		    "%s", cfg->relay.host, cfg->relay.port, why);
+	} else if (cfg->relay.tls == CONFIG_TLS_STARTTLS && !rs.tls_ok) {
+		if (rs.no_starttls)
+			relay_fail(out, RELAY_FAIL_TLS, "relay %s does not "
+			    "offer STARTTLS; nothing was sent",
+			    cfg->relay.host);
+		else if (tls_verify_error()[0] != '\0')
+			relay_fail(out, RELAY_FAIL_TLS, "TLS with %s: %s",
+			    cfg->relay.host, tls_verify_error());
+		else if (rs.cert_error[0] != '\0')
+			relay_fail(out, RELAY_FAIL_TLS, "TLS with %s: %s",
+			    cfg->relay.host, rs.cert_error);
+		else {
+			smtp_strerror(smtp_errno(), why, sizeof(why));
+			relay_fail(out, RELAY_FAIL_TLS, "TLS handshake with "
+			    "%s failed: %s", cfg->relay.host, why);
+		}
+	} else if (rs.auth_failed) {
+		relay_fail(out, RELAY_FAIL_AUTH, "AUTH as %s refused: %s",
+		    cfg->relay.user, rs.auth_reply);
+	} else if (cfg->relay.user != NULL && !rs.authenticated) {
+		/* Either no AUTH offered, or MAIL answered 530. */
+		for (i = 0; i < n; i++)
+			if (msgs[i].mail_code != 0)
+				break;
+		relay_fail(out, RELAY_FAIL_AUTH, "relay did not authenticate "
+		    "%s%s%s", cfg->relay.user, i < n ? ": " : " (no AUTH "
+		    "PLAIN or LOGIN offered?)", i < n ? msgs[i].mail_text : "");
+	}
+	out->authenticated = rs.authenticated;
+done:
+	if (session != NULL)
+		(void)smtp_destroy_session(session);
+	if (rs.auth != NULL)
+		(void)auth_destroy_context(rs.auth);
+	auth_client_exit();
+	if (tunnelled)
+		tunnel_stop(&tun);
+	SSL_CTX_free(ctx);
+	for (i = 0; i < n; i++) {
+		free(msgs[i].chunk);
+		msgs[i].chunk = NULL;
+	}
+}

@@ -1,0 +1,73 @@
+/*
+ * relay.h -- one SMTP session with the smarthost, through libESMTP.
+ *
+ * relay.c is the only file that includes libesmtp.h.  A session carries
+ * any number of messages over one connection, one TLS handshake and one
+ * AUTH.  The caller passes messages as spool byte ranges and gets back,
+ * per message and per recipient, the relay's replies; it decides what
+ * they mean for the queue (deliver.c).
+ */
+#ifndef RELAYQ_RELAY_H
+#define RELAYQ_RELAY_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define RELAY_TEXT_MAX 256
+
+struct config;
+
+struct relay_rcpt {
+	const char	*addr;
+	/* Out: the RCPT reply if it was not 2xx, else the reply to the
+	 * end of DATA (0: never reached). */
+	int		 code;
+	char		 text[RELAY_TEXT_MAX];
+	int		 at_rcpt;	/* code is the RCPT reply */
+};
+
+struct relay_msg {
+	const char	*id;		/* queue id, for the transcript */
+	int		 fd;		/* spool file */
+	off_t		 data_off;
+	size_t		 data_len;
+	const char	*sender;	/* "" for the null sender */
+	struct relay_rcpt *rcpts;
+	size_t		 nrcpts;
+	/* Out. */
+	int		 mail_code;	/* reply to MAIL FROM, 0: not sent */
+	char		 mail_text[RELAY_TEXT_MAX];
+	int		 data_code;	/* reply after the final dot */
+	char		 data_text[RELAY_TEXT_MAX];
+	int		 data_sent;	/* the final dot went out */
+	int		 read_error;	/* the spool could not be read */
+	/* Private to relay.c. */
+	size_t		 pos;
+	char		*chunk;
+	void		*state;
+};
+
+enum relay_failure {
+	RELAY_FAIL_NONE = 0,
+	RELAY_FAIL_CONNECT,	/* could not reach the relay */
+	RELAY_FAIL_TLS,		/* no STARTTLS, handshake or verification */
+	RELAY_FAIL_AUTH,	/* credentials refused: defer everything */
+	RELAY_FAIL_PROTOCOL	/* dropped, timed out, or nonsense */
+};
+
+struct relay_session {
+	enum relay_failure failure;
+	char		 reason[512];	/* sanitised, for logs and stderr */
+	int		 authenticated;
+};
+
+/*
+ * Delivers msgs in one session.  Never fails as a whole: a session-level
+ * failure is reported in out->failure, message and recipient outcomes in
+ * msgs.  cfg->relay.password must be loaded.  verbose prints the SMTP
+ * dialogue on stderr with the AUTH exchange hidden.
+ */
+void	relay_deliver(const struct config *cfg, struct relay_msg *msgs,
+	    size_t n, int verbose, struct relay_session *out);
+
+#endif

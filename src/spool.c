@@ -1,0 +1,771 @@
+/*
+ * spool.c -- the durable queue on disk.
+ *
+ * A message file (queue/ID) is an envelope in text lines, a blank line,
+ * the message exactly as it goes on the wire, and an end marker:
+ *
+ *	relayq-spool 1
+ *	id 0001a2b3c4d5e6f7a8b9
+ *	arrival 1764133000		seconds since the epoch
+ *	uid 1000			who submitted it
+ *	sender alice@example.com	empty for the null sender <>
+ *	rcpt bob@example.com		one line per recipient
+ *	body 7BIT			or 8BIT
+ *	size 00000000000000001234	octets of message data
+ *	(empty line)
+ *	<size octets: CRLF lines, ready for DATA>
+ *	END
+ *
+ * A file is complete only if its length is exactly the envelope, the data
+ * and "END\n"; anything else is torn or foreign and is quarantined.  The
+ * state file (queue/ID.state) is small and rewritten whole (temporary
+ * file, fsync, rename) after each attempt:
+ *
+ *	relayq-state 1
+ *	attempts 2
+ *	next 1764133600
+ *	last 451 4.7.1 Try again later
+ *	rcpt 0 done 250 2.0.0 Ok
+ *	rcpt 1 failed 550 5.1.1 No such user
+ *
+ * Commit (spool_commit): write tmp/ID, fsync, close (checked), reopen and
+ * lock it, link it as queue/ID (link(2) never replaces an existing file),
+ * unlink tmp/ID, fsync queue/.  Exit 0 comes only after that.
+ */
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "linereader.h"
+#include "spool.h"
+#include "util.h"
+
+#define SPOOL_MAGIC	"relayq-spool 1"
+#define STATE_MAGIC	"relayq-state 1"
+#define SPOOL_END	"END\n"
+
+static const char *const spool_subdirs[] = { "tmp", "queue", "failed",
+	"corrupt" };
+
+/* The message being written, for spool_abort_current(). */
+static struct spool_writer *spool_current;
+
+static int
+spool_path(char *buf, size_t len, const struct spool *s, const char *sub,
+    const char *name, const char *suffix)
+{
+	return util_snprintf(buf, len, "%s/%s%s%s%s", s->dir, sub,
+	    name != NULL ? "/" : "", name != NULL ? name : "",
+	    suffix != NULL ? suffix : "");
+}
+
+int
+spool_open(struct spool *s, const char *dir, char *err, size_t errlen)
+{
+	char path[4096];
+	size_t i;
+
+	s->dir = xstrdup(dir);
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
+		(void)util_snprintf(err, errlen, "spool %s: %s", dir,
+		    strerror(errno));
+		goto fail;
+	}
+	for (i = 0; i < UTIL_ARRAYLEN(spool_subdirs); i++) {
+		if (spool_path(path, sizeof(path), s, spool_subdirs[i], NULL,
+		    NULL) == -1 || (mkdir(path, 0700) == -1 &&
+		    errno != EEXIST)) {
+			(void)util_snprintf(err, errlen, "spool %s: %s", path,
+			    strerror(errno));
+			goto fail;
+		}
+	}
+	return 0;
+fail:
+	free(s->dir);
+	s->dir = NULL;
+	return -1;
+}
+
+void
+spool_close(struct spool *s)
+{
+	free(s->dir);
+	s->dir = NULL;
+}
+
+int
+spool_is_id(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < SPOOL_ID_LEN; i++)
+		if (!isdigit((unsigned char)name[i]) &&
+		    (name[i] < 'a' || name[i] > 'f'))
+			return 0;
+	return name[SPOOL_ID_LEN] == '\0';
+}
+
+static int
+spool_new_id(char id[SPOOL_ID_LEN + 1])
+{
+	struct timespec ts;
+	unsigned char r[3];
+	unsigned long long us;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) == -1)
+		return -1;
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return -1;
+	us = (unsigned long long)ts.tv_sec * 1000000ULL +
+	    (unsigned long long)ts.tv_nsec / 1000;
+	return util_snprintf(id, SPOOL_ID_LEN + 1, "%014llx%02x%02x%02x",
+	    us & 0xffffffffffffffULL, r[0], r[1], r[2]);
+}
+
+static int
+spool_flush(struct spool_writer *w)
+{
+	if (w->failed)
+		return -1;
+	if (w->len > 0 && util_write_all(w->fd, w->buf, w->len) == -1) {
+		w->failed = 1;
+		w->saved_errno = errno;
+		return -1;
+	}
+	w->pos += (off_t)w->len;
+	w->len = 0;
+	return 0;
+}
+
+int
+spool_write(void *arg, const char *p, size_t n)
+{
+	struct spool_writer *w = arg;
+
+	while (n > 0) {
+		size_t room = sizeof(w->buf) - w->len, k = n < room ? n : room;
+
+		memcpy(w->buf + w->len, p, k);
+		w->len += k;
+		p += k;
+		n -= k;
+		if (w->len == sizeof(w->buf) && spool_flush(w) == -1)
+			return -1;
+	}
+	return w->failed ? -1 : 0;
+}
+
+int
+spool_create(struct spool *s, struct spool_writer *w, long long arrival,
+    const char *sender, const struct addr_list *rcpts, char *err,
+    size_t errlen)
+{
+	char path[4096];
+	struct stat st;
+	struct buf b;
+	size_t i;
+	int tries;
+
+	memset(w, 0, sizeof(*w));
+	w->fd = -1;
+	for (tries = 0; tries < 10; tries++) {
+		if (spool_new_id(w->id) == -1) {
+			(void)util_snprintf(err, errlen,
+			    "cannot make a queue id: %s", strerror(errno));
+			return -1;
+		}
+		/* Never reuse an ID that is still queued or failed. */
+		if ((spool_path(path, sizeof(path), s, "queue", w->id, NULL)
+		    == 0 && lstat(path, &st) == 0) ||
+		    (spool_path(path, sizeof(path), s, "failed", w->id, NULL)
+		    == 0 && lstat(path, &st) == 0))
+			continue;
+		if (spool_path(w->tmppath, sizeof(w->tmppath), s, "tmp",
+		    w->id, NULL) == -1) {
+			(void)util_snprintf(err, errlen, "spool path too long");
+			return -1;
+		}
+		w->fd = open(w->tmppath, O_WRONLY | O_CREAT | O_EXCL |
+		    O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (w->fd != -1 || errno != EEXIST)
+			break;
+	}
+	if (w->fd == -1) {
+		(void)util_snprintf(err, errlen, "%s: %s", w->tmppath,
+		    strerror(errno));
+		w->tmppath[0] = '\0';
+		return -1;
+	}
+	spool_current = w;
+
+	buf_init(&b);
+	buf_printf(&b, "%s\nid %s\narrival %lld\nuid %lu\nsender %s\n",
+	    SPOOL_MAGIC, w->id, arrival, (unsigned long)getuid(), sender);
+	for (i = 0; i < rcpts->n; i++)
+		buf_printf(&b, "rcpt %s\n", rcpts->v[i]);
+	w->body_off = (off_t)b.len + 5;
+	buf_puts(&b, "body 7BIT\n");
+	w->size_off = (off_t)b.len + 5;
+	buf_printf(&b, "size %020u\n\n", 0);
+	w->data_off = (off_t)b.len;
+	(void)spool_write(w, b.data, b.len);
+	buf_free(&b);
+	if (w->failed) {
+		(void)util_snprintf(err, errlen, "%s: %s", w->tmppath,
+		    strerror(w->saved_errno));
+		spool_abort(w);
+		errno = w->saved_errno;
+		return -1;
+	}
+	return 0;
+}
+
+void
+spool_abort(struct spool_writer *w)
+{
+	if (w->fd != -1) {
+		(void)close(w->fd);
+		w->fd = -1;
+	}
+	if (w->tmppath[0] != '\0') {
+		(void)unlink(w->tmppath);
+		w->tmppath[0] = '\0';
+	}
+	if (spool_current == w)
+		spool_current = NULL;
+}
+
+void
+spool_abort_current(void)
+{
+	if (spool_current != NULL)
+		spool_abort(spool_current);
+}
+
+int
+spool_commit(struct spool *s, struct spool_writer *w, int eightbit,
+    struct spool_entry *e, char *err, size_t errlen)
+{
+	char num[32], path[4096], qdir[4096];
+	size_t data_len = (size_t)(w->pos + (off_t)w->len - w->data_off);
+	int fd = -1, rc, saved;
+
+	if (spool_write(w, SPOOL_END, strlen(SPOOL_END)) == -1 ||
+	    spool_flush(w) == -1) {
+		errno = w->saved_errno;
+		goto fail;
+	}
+	(void)util_snprintf(num, sizeof(num), "%020zu", data_len);
+	if (util_pwrite_all(w->fd, num, 20, w->size_off) == -1 ||
+	    (eightbit && util_pwrite_all(w->fd, "8BIT", 4, w->body_off) == -1))
+		goto fail;
+	if (util_fsync_fd(w->fd) == -1)
+		goto fail;
+	rc = close(w->fd);
+	w->fd = -1;
+	if (rc == -1)
+		goto fail;
+	/* Lock before it becomes visible: the submitter delivers it. */
+	if ((fd = open(w->tmppath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1 ||
+	    flock(fd, LOCK_EX) == -1)
+		goto fail;
+	if (spool_path(path, sizeof(path), s, "queue", w->id, NULL) == -1 ||
+	    spool_path(qdir, sizeof(qdir), s, "queue", NULL, NULL) == -1) {
+		errno = ENAMETOOLONG;
+		goto fail;
+	}
+	if (link(w->tmppath, path) == -1)
+		goto fail;
+	(void)unlink(w->tmppath);
+	w->tmppath[0] = '\0';
+	if (util_fsync_dir(qdir) == -1) {
+		/* Not durable: take it back rather than claim success. */
+		saved = errno;
+		(void)unlink(path);
+		errno = saved;
+		goto fail;
+	}
+	spool_current = NULL;
+
+	memset(e, 0, sizeof(*e));
+	memcpy(e->id, w->id, sizeof(e->id));
+	e->fd = fd;
+	e->data_off = w->data_off;
+	e->data_len = data_len;
+	e->eightbit = eightbit;
+	return 0;
+fail:
+	saved = errno;
+	(void)util_snprintf(err, errlen, "cannot queue the message in %s: %s",
+	    s->dir, strerror(saved));
+	if (fd != -1)
+		(void)close(fd);
+	spool_abort(w);
+	errno = saved;
+	return -1;
+}
+
+static void
+spool_entry_clear(struct spool_entry *e)
+{
+	free(e->sender);
+	addr_list_free(&e->rcpts);
+	free(e->rstate);
+	e->sender = NULL;
+	e->rstate = NULL;
+}
+
+void
+spool_entry_close(struct spool_entry *e)
+{
+	if (e->fd != -1)
+		(void)close(e->fd);	/* read-only: nothing to lose */
+	e->fd = -1;
+	spool_entry_clear(e);
+}
+
+/* "key value": returns value if line starts with key and a space. */
+static const char *
+spool_field(const char *line, const char *key)
+{
+	size_t n = strlen(key);
+
+	if (strncmp(line, key, n) != 0 || line[n] != ' ')
+		return NULL;
+	return line + n + 1;
+}
+
+/* Parses the envelope; returns 0, or -1 with err (file is bad). */
+static int
+spool_parse_envelope(struct spool_entry *e, const char *id, char *err,
+    size_t errlen)
+{
+	struct linereader *lr = xmalloc(sizeof(*lr));
+	const char *p, *v;
+	unsigned long ul;
+	int complete, r, lineno = 0, have_size = 0, rc = -1;
+	char line[ADDR_MAX_LEN + 16], why[128];
+	off_t off = 0;
+	struct stat st;
+	size_t n;
+	char end[sizeof(SPOOL_END)];
+
+	linereader_init(lr, e->fd);
+	for (;;) {
+		if ((r = linereader_next(lr, &p, &n, &complete)) != 1 ||
+		    !complete || n >= sizeof(line)) {
+			(void)util_snprintf(err, errlen,
+			    "envelope line %d is torn or too long", lineno + 1);
+			goto done;
+		}
+		off += (off_t)n;
+		memcpy(line, p, n - 1);
+		line[n - 1] = '\0';
+		lineno++;
+		if (lineno == 1) {
+			if (strcmp(line, SPOOL_MAGIC) != 0) {
+				(void)util_snprintf(err, errlen,
+				    "not a relayq spool file");
+				goto done;
+			}
+			continue;
+		}
+		if (line[0] == '\0')
+			break;
+		if ((v = spool_field(line, "id")) != NULL) {
+			if (strcmp(v, id) != 0)
+				goto bad;
+		} else if ((v = spool_field(line, "arrival")) != NULL) {
+			if (util_parse_ulong(v, 0, 1UL << 40, &ul) == -1)
+				goto bad;
+			e->arrival = (long long)ul;
+		} else if ((v = spool_field(line, "uid")) != NULL) {
+			if (util_parse_ulong(v, 0, 0xffffffffUL, &e->uid) == -1)
+				goto bad;
+		} else if ((v = spool_field(line, "sender")) != NULL) {
+			if (v[0] != '\0' && addr_check_safe(v, why,
+			    sizeof(why)) == -1)
+				goto bad;
+			free(e->sender);
+			e->sender = xstrdup(v);
+		} else if ((v = spool_field(line, "rcpt")) != NULL) {
+			if (v[0] == '\0' || addr_check_safe(v, why,
+			    sizeof(why)) == -1 || e->rcpts.n >= ADDR_MAX_COUNT)
+				goto bad;
+			e->rcpts.v = xreallocarray(e->rcpts.v, e->rcpts.n + 1,
+			    sizeof(*e->rcpts.v));
+			e->rcpts.v[e->rcpts.n++] = xstrdup(v);
+		} else if ((v = spool_field(line, "body")) != NULL) {
+			if (strcmp(v, "7BIT") != 0 && strcmp(v, "8BIT") != 0)
+				goto bad;
+			e->eightbit = strcmp(v, "8BIT") == 0;
+		} else if ((v = spool_field(line, "size")) != NULL) {
+			if (util_parse_ulong(v, 0, (unsigned long)1 << 40,
+			    &ul) == -1)
+				goto bad;
+			e->data_len = (size_t)ul;
+			have_size = 1;
+		} else
+			goto bad;
+	}
+	if (e->sender == NULL || e->rcpts.n == 0 || !have_size) {
+		(void)util_snprintf(err, errlen, "envelope is incomplete");
+		goto done;
+	}
+	e->data_off = off;
+	/* Complete means: exactly envelope + data + END marker. */
+	if (fstat(e->fd, &st) == -1 || st.st_size != e->data_off +
+	    (off_t)e->data_len + (off_t)strlen(SPOOL_END) ||
+	    util_pread_full(e->fd, end, strlen(SPOOL_END), e->data_off +
+	    (off_t)e->data_len) == -1 || memcmp(end, SPOOL_END,
+	    strlen(SPOOL_END)) != 0) {
+		(void)util_snprintf(err, errlen,
+		    "file is torn (size or end marker wrong)");
+		goto done;
+	}
+	rc = 0;
+	goto done;
+bad:
+	(void)util_snprintf(err, errlen, "bad envelope line %d", lineno);
+done:
+	free(lr);
+	return rc;
+}
+
+/* Reads ID.state if there is one.  0, or -1 with err. */
+static int
+spool_parse_state(struct spool *s, struct spool_entry *e, char *err,
+    size_t errlen)
+{
+	char path[4096], line[SPOOL_TEXT_MAX + 64];
+	unsigned long ul, idx, code;
+	FILE *fp;
+	int fd, lineno = 0;
+	const char *v;
+	char *end;
+
+	e->rstate = xcalloc(e->rcpts.n, sizeof(*e->rstate));
+	if (spool_path(path, sizeof(path), s, "queue", e->id, ".state") == -1)
+		return -1;
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		(void)util_snprintf(err, errlen, "%s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if ((fp = fdopen(fd, "r")) == NULL) {
+		(void)close(fd);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		if (++lineno == 1) {
+			if (strcmp(line, STATE_MAGIC) != 0)
+				goto bad;
+			continue;
+		}
+		if ((v = spool_field(line, "attempts")) != NULL) {
+			if (util_parse_ulong(v, 0, 1UL << 30, &e->attempts)
+			    == -1)
+				goto bad;
+		} else if ((v = spool_field(line, "next")) != NULL) {
+			if (util_parse_ulong(v, 0, 1UL << 40, &ul) == -1)
+				goto bad;
+			e->next_try = (long long)ul;
+		} else if ((v = spool_field(line, "last")) != NULL) {
+			(void)util_strlcpy(e->last, v, sizeof(e->last));
+		} else if ((v = spool_field(line, "rcpt")) != NULL) {
+			struct spool_rcpt_state *rs;
+
+			errno = 0;
+			idx = strtoul(v, &end, 10);
+			if (errno != 0 || *end != ' ' || idx >= e->rcpts.n)
+				goto bad;
+			rs = &e->rstate[idx];
+			v = end + 1;
+			if (strncmp(v, "done ", 5) == 0)
+				rs->status = SPOOL_RCPT_DONE;
+			else if (strncmp(v, "failed ", 7) == 0)
+				rs->status = SPOOL_RCPT_FAILED;
+			else if (strncmp(v, "pending ", 8) == 0)
+				rs->status = SPOOL_RCPT_PENDING;
+			else
+				goto bad;
+			v = strchr(v, ' ') + 1;
+			code = strtoul(v, &end, 10);
+			if (code > 999 || (*end != ' ' && *end != '\0'))
+				goto bad;
+			rs->code = (int)code;
+			(void)util_strlcpy(rs->text, *end ? end + 1 : "",
+			    sizeof(rs->text));
+		} else
+			goto bad;
+	}
+	(void)fclose(fp);
+	return 0;
+bad:
+	(void)fclose(fp);
+	(void)util_snprintf(err, errlen, "%s: bad line %d", path, lineno);
+	return -1;
+}
+
+enum spool_open_result
+spool_entry_open(struct spool *s, const char *id, struct spool_entry *e,
+    char *err, size_t errlen)
+{
+	char path[4096];
+	struct stat st, st2;
+
+	memset(e, 0, sizeof(*e));
+	e->fd = -1;
+	if (!spool_is_id(id) || spool_path(path, sizeof(path), s, "queue", id,
+	    NULL) == -1) {
+		(void)util_snprintf(err, errlen, "bad queue id");
+		return SPOOL_OPEN_BAD;
+	}
+	(void)util_strlcpy(e->id, id, sizeof(e->id));
+	e->fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (e->fd == -1) {
+		if (errno == ENOENT)
+			return SPOOL_OPEN_GONE;
+		(void)util_snprintf(err, errlen, "%s: %s", path,
+		    strerror(errno));
+		return errno == ELOOP ? SPOOL_OPEN_BAD : SPOOL_OPEN_ERROR;
+	}
+	if (fstat(e->fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_nlink != 1 || st.st_uid != geteuid()) {
+		(void)util_snprintf(err, errlen, "%s: not a regular file of "
+		    "ours with one link", path);
+		spool_entry_close(e);
+		return SPOOL_OPEN_BAD;
+	}
+	if (flock(e->fd, LOCK_EX | LOCK_NB) == -1) {
+		spool_entry_close(e);
+		return errno == EWOULDBLOCK ? SPOOL_OPEN_BUSY :
+		    SPOOL_OPEN_ERROR;
+	}
+	/* The previous holder may have delivered or moved it. */
+	if (stat(path, &st2) == -1 || st2.st_ino != st.st_ino ||
+	    st2.st_dev != st.st_dev || fstat(e->fd, &st) == -1 ||
+	    st.st_nlink == 0) {
+		spool_entry_close(e);
+		return SPOOL_OPEN_GONE;
+	}
+	if (spool_parse_envelope(e, id, err, errlen) == -1) {
+		spool_entry_close(e);
+		return SPOOL_OPEN_BAD;
+	}
+	if (spool_parse_state(s, e, err, errlen) == -1) {
+		spool_entry_close(e);
+		return SPOOL_OPEN_BAD;
+	}
+	return SPOOL_OPEN_OK;
+}
+
+int
+spool_entry_save(struct spool *s, struct spool_entry *e, char *err,
+    size_t errlen)
+{
+	static const char *const names[] = { "pending", "done", "failed" };
+	char tmp[4096], path[4096], qdir[4096];
+	struct buf b;
+	size_t i;
+	int fd = -1, rc;
+
+	if (spool_path(tmp, sizeof(tmp), s, "tmp", e->id, ".state") == -1 ||
+	    spool_path(path, sizeof(path), s, "queue", e->id, ".state") == -1 ||
+	    spool_path(qdir, sizeof(qdir), s, "queue", NULL, NULL) == -1)
+		return -1;
+	buf_init(&b);
+	buf_printf(&b, "%s\nattempts %lu\nnext %lld\nlast %s\n", STATE_MAGIC,
+	    e->attempts, e->next_try, e->last);
+	for (i = 0; i < e->rcpts.n; i++) {
+		const struct spool_rcpt_state *rs = &e->rstate[i];
+
+		if (rs->status == SPOOL_RCPT_PENDING && rs->code == 0)
+			continue;
+		buf_printf(&b, "rcpt %zu %s %d %s\n", i, names[rs->status],
+		    rs->code, rs->text);
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd == -1 || util_write_all(fd, b.data, b.len) == -1 ||
+	    util_fsync_fd(fd) == -1)
+		goto fail;
+	rc = close(fd);
+	fd = -1;
+	if (rc == -1 || rename(tmp, path) == -1 || util_fsync_dir(qdir) == -1)
+		goto fail;
+	buf_free(&b);
+	return 0;
+fail:
+	(void)util_snprintf(err, errlen, "saving %s: %s", path,
+	    strerror(errno));
+	if (fd != -1)
+		(void)close(fd);
+	(void)unlink(tmp);
+	buf_free(&b);
+	return -1;
+}
+
+int
+spool_entry_done(struct spool *s, struct spool_entry *e, char *err,
+    size_t errlen)
+{
+	char path[4096], qdir[4096];
+
+	if (spool_path(path, sizeof(path), s, "queue", e->id, NULL) == -1 ||
+	    spool_path(qdir, sizeof(qdir), s, "queue", NULL, NULL) == -1)
+		return -1;
+	if (unlink(path) == -1) {
+		(void)util_snprintf(err, errlen, "removing %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if (spool_path(path, sizeof(path), s, "queue", e->id, ".state") == 0)
+		(void)unlink(path);
+	if (util_fsync_dir(qdir) == -1) {
+		(void)util_snprintf(err, errlen, "fsync %s: %s", qdir,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int
+spool_entry_fail(struct spool *s, struct spool_entry *e, char *err,
+    size_t errlen)
+{
+	char from[4096], to[4096], dir[4096];
+
+	if (spool_entry_save(s, e, err, errlen) == -1)
+		return -1;
+	/* The message first: a crash in between leaves it failed, and the
+	 * runner tidies the orphaned state file. */
+	if (spool_path(from, sizeof(from), s, "queue", e->id, NULL) == -1 ||
+	    spool_path(to, sizeof(to), s, "failed", e->id, NULL) == -1 ||
+	    rename(from, to) == -1)
+		goto fail;
+	if (spool_path(from, sizeof(from), s, "queue", e->id, ".state") == -1 ||
+	    spool_path(to, sizeof(to), s, "failed", e->id, ".state") == -1 ||
+	    rename(from, to) == -1)
+		goto fail;
+	if (spool_path(dir, sizeof(dir), s, "failed", NULL, NULL) == -1 ||
+	    util_fsync_dir(dir) == -1 ||
+	    spool_path(dir, sizeof(dir), s, "queue", NULL, NULL) == -1 ||
+	    util_fsync_dir(dir) == -1)
+		goto fail;
+	return 0;
+fail:
+	(void)util_snprintf(err, errlen, "moving %s to failed/: %s", e->id,
+	    strerror(errno));
+	return -1;
+}
+
+int
+spool_quarantine(struct spool *s, const char *name)
+{
+	char from[4096], to[4096];
+
+	if (spool_path(from, sizeof(from), s, "queue", name, NULL) == -1 ||
+	    spool_path(to, sizeof(to), s, "corrupt", name, NULL) == -1)
+		return -1;
+	return rename(from, to);
+}
+
+static int
+spool_cmp_ids(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int
+spool_list(struct spool *s, char ***out, char *err, size_t errlen)
+{
+	char path[4096], name[SPOOL_ID_LEN + 1];
+	struct dirent *d;
+	char **ids = NULL;
+	int n = 0;
+	DIR *dp;
+
+	if (spool_path(path, sizeof(path), s, "queue", NULL, NULL) == -1 ||
+	    (dp = opendir(path)) == NULL) {
+		(void)util_snprintf(err, errlen, "%s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	while ((d = readdir(dp)) != NULL) {
+		size_t len = strlen(d->d_name);
+
+		if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
+			continue;
+		if (len == SPOOL_ID_LEN + 6 &&
+		    strcmp(d->d_name + SPOOL_ID_LEN, ".state") == 0) {
+			memcpy(name, d->d_name, SPOOL_ID_LEN);
+			name[SPOOL_ID_LEN] = '\0';
+			if (spool_is_id(name))
+				continue;
+		}
+		if (!spool_is_id(d->d_name)) {
+			(void)spool_quarantine(s, d->d_name);
+			continue;
+		}
+		ids = xreallocarray(ids, (size_t)n + 1, sizeof(*ids));
+		ids[n++] = xstrdup(d->d_name);
+	}
+	(void)closedir(dp);
+	if (n > 1)
+		qsort(ids, (size_t)n, sizeof(*ids), spool_cmp_ids);
+	*out = ids;
+	return n;
+}
+
+void
+spool_free_ids(char **ids, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
+int
+spool_lock_runner(struct spool *s, int *fdp, char *err, size_t errlen)
+{
+	char path[4096];
+	int fd;
+
+	if (util_snprintf(path, sizeof(path), "%s/lock", s->dir) == -1 ||
+	    (fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+	    0600)) == -1) {
+		(void)util_snprintf(err, errlen, "%s/lock: %s", s->dir,
+		    strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		int busy = errno == EWOULDBLOCK;
+
+		if (!busy)
+			(void)util_snprintf(err, errlen, "%s: %s", path,
+			    strerror(errno));
+		(void)close(fd);
+		return busy ? 0 : -1;
+	}
+	*fdp = fd;
+	return 1;
+}

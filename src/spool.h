@@ -1,0 +1,139 @@
+/*
+ * spool.h -- the durable queue on disk.
+ *
+ * Layout under [queue] dir:
+ *   tmp/            files being written; never read by the runner
+ *   queue/ID        committed messages (immutable once renamed here)
+ *   queue/ID.state  delivery state: attempts, next try, per recipient
+ *   failed/ID[.state]  permanently failed, kept for inspection
+ *   corrupt/        foreign or damaged files, moved aside, never sent
+ *   lock            the queue runner's flock(2)
+ * ID is 20 lowercase hex digits: 14 of microseconds since the epoch, 6
+ * random, so IDs sort by arrival.  spool.c's opening comment documents the file format.
+ */
+#ifndef RELAYQ_SPOOL_H
+#define RELAYQ_SPOOL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "address.h"
+
+#define SPOOL_ID_LEN	20
+#define SPOOL_TEXT_MAX	256	/* stored reply texts, sanitised */
+
+enum spool_rcpt_status {
+	SPOOL_RCPT_PENDING = 0,
+	SPOOL_RCPT_DONE,
+	SPOOL_RCPT_FAILED
+};
+
+struct spool_rcpt_state {
+	enum spool_rcpt_status	status;
+	int			code;
+	char			text[SPOOL_TEXT_MAX];
+};
+
+struct spool_entry {
+	char			 id[SPOOL_ID_LEN + 1];
+	int			 fd;		/* open and flock()ed */
+	long long		 arrival;
+	unsigned long		 uid;
+	char			*sender;	/* "" for the null sender */
+	struct addr_list	 rcpts;
+	int			 eightbit;
+	off_t			 data_off;
+	size_t			 data_len;
+	/* Mutable state, from ID.state. */
+	unsigned long		 attempts;
+	long long		 next_try;
+	char			 last[SPOOL_TEXT_MAX];
+	struct spool_rcpt_state	*rstate;	/* one per rcpts.v[] */
+};
+
+struct spool_writer {
+	int		 fd;
+	char		 id[SPOOL_ID_LEN + 1];
+	char		 tmppath[4096];
+	off_t		 size_off;	/* where the size field is */
+	off_t		 body_off;	/* where the body type field is */
+	off_t		 data_off;
+	off_t		 pos;		/* file offset of buf[0] */
+	size_t		 len;
+	int		 failed;
+	int		 saved_errno;
+	char		 buf[65536];
+};
+
+struct spool {
+	char	*dir;
+};
+
+/*
+ * Opens the spool, creating its directories when missing (mode 0700).
+ * Returns 0, or -1 with err set.
+ */
+int	spool_open(struct spool *, const char *dir, char *err, size_t errlen);
+void	spool_close(struct spool *);
+
+/*
+ * Starts a new message in tmp/ and writes its envelope.  Returns 0, or
+ * -1 with err and errno set (and nothing left behind).
+ */
+int	spool_create(struct spool *, struct spool_writer *, long long arrival,
+	    const char *sender, const struct addr_list *rcpts, char *err,
+	    size_t errlen);
+/* message_sink for the message data. */
+int	spool_write(void *writer, const char *p, size_t n);
+/*
+ * Finishes the file (size, body type, END marker), fsyncs it, locks it,
+ * renames it into queue/ and fsyncs the directory: only then is the
+ * message accepted.  On success *e is the locked, open entry.
+ * Returns 0, or -1 with err and errno set and the temporary file removed.
+ */
+int	spool_commit(struct spool *, struct spool_writer *, int eightbit,
+	    struct spool_entry *e, char *err, size_t errlen);
+/* Removes an unfinished message.  Safe to call twice. */
+void	spool_abort(struct spool_writer *);
+/* For a fatal exit: removes the file being written, if any. */
+void	spool_abort_current(void);
+
+enum spool_open_result {
+	SPOOL_OPEN_OK,
+	SPOOL_OPEN_BUSY,	/* another process holds it */
+	SPOOL_OPEN_GONE,	/* delivered or moved meanwhile */
+	SPOOL_OPEN_BAD,		/* not a valid spool file: quarantine */
+	SPOOL_OPEN_ERROR	/* I/O error: leave it alone */
+};
+
+/* Opens and locks queue/ID and reads its envelope and state. */
+enum spool_open_result spool_entry_open(struct spool *, const char *id,
+	    struct spool_entry *, char *err, size_t errlen);
+void	spool_entry_close(struct spool_entry *);
+
+/* Writes ID.state atomically.  0, or -1 with err. */
+int	spool_entry_save(struct spool *, struct spool_entry *, char *err,
+	    size_t errlen);
+/* Delivered to everyone: removes the message.  0, or -1 with err. */
+int	spool_entry_done(struct spool *, struct spool_entry *, char *err,
+	    size_t errlen);
+/* Moves the message and its state to failed/.  0, or -1 with err. */
+int	spool_entry_fail(struct spool *, struct spool_entry *, char *err,
+	    size_t errlen);
+/* Moves queue/name aside to corrupt/.  0, or -1. */
+int	spool_quarantine(struct spool *, const char *name);
+
+/* 1 if name is a message ID (20 lowercase hex digits). */
+int	spool_is_id(const char *name);
+
+/*
+ * Lists the IDs in queue/, oldest first; quarantines foreign names.
+ * Returns the count (ids to free with spool_free_ids) or -1 with err.
+ */
+int	spool_list(struct spool *, char ***ids, char *err, size_t errlen);
+void	spool_free_ids(char **, int);
+
+/* Takes the runner lock without waiting: 1 taken, 0 busy, -1 error. */
+int	spool_lock_runner(struct spool *, int *fd, char *err, size_t errlen);
+
+#endif

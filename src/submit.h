@@ -1,0 +1,67 @@
+/*
+ * submit.h -- accepting a message: envelope, spool, first delivery.
+ *
+ * Shared by the sendmail command line (stdin) and the -bs dialogue, so
+ * that both take exactly the same path into the queue.
+ */
+#ifndef RELAYQ_SUBMIT_H
+#define RELAYQ_SUBMIT_H
+
+#include <stddef.h>
+
+#include "address.h"
+#include "linereader.h"
+#include "message.h"
+#include "spool.h"
+
+struct cli_opts;
+struct config;
+
+struct submit {
+	struct config	*cfg;
+	struct spool	 spool;
+	int		 spool_open;
+	char		*login;		/* from getuid(), never $USER */
+	char		*domain;	/* qualifies bare names */
+	const char	*fullname;	/* -F */
+	int		 foreground;	/* deliver right after spooling */
+	int		 verbose;
+};
+
+/* Returns 0, or a sysexits code with err set. */
+int	submit_init(struct submit *, struct config *, const struct cli_opts *,
+	    char *err, size_t errlen);
+void	submit_free(struct submit *);
+
+/*
+ * The envelope sender from a -f value or MAIL FROM (NULL: the default,
+ * login@domain).  "" or "<>" is the null sender.  Values that are not
+ * addresses fall back to the default (noted with -v).  Returns 0 with
+ * *out allocated, or EX_DATAERR with err set for hostile values.
+ */
+int	submit_sender(struct submit *, const char *raw, char **out,
+	    char *err, size_t errlen);
+
+/*
+ * Adds the recipients in one argument (a comma list allowed), local
+ * names qualified.  Returns 0, or EX_DATAERR with err set.
+ */
+int	submit_recipients(struct submit *, const char *arg,
+	    struct addr_list *out, char *err, size_t errlen);
+
+/*
+ * Reads a message, spools it durably, and (foreground) delivers it.
+ * rcpts may be extended from the headers when read_rcpts (-t).
+ * Returns 0 (queued or delivered), or a sysexits code with err set:
+ * EX_DATAERR bad message, EX_NOUSER/EX_UNAVAILABLE refused by the relay
+ * (the message then is in failed/), EX_CANTCREAT spool not writable,
+ * EX_TEMPFAIL input unreadable or spool full (nothing queued).
+ */
+int	submit_message(struct submit *, struct linereader *,
+	    enum message_end, const char *sender, struct addr_list *rcpts,
+	    int read_rcpts, char *queue_id, char *err, size_t errlen);
+
+/* The sendmail mode: argv recipients, message on stdin. */
+int	submit_main(struct config *, const struct cli_opts *);
+
+#endif

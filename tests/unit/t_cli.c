@@ -1,0 +1,158 @@
+/*
+ * t_cli.c -- sendmail option parsing, as real callers use it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cli.h"
+
+#define MAXARGS 12
+
+struct cli_case {
+	const char	*name;
+	const char	*argv[MAXARGS];
+	int		 ok;
+	enum cli_mode	 mode;
+	int		 t, dot_ends, verbose;
+	const char	*sender, *fullname, *config;
+	enum cli_delivery delivery;
+	size_t		 nrcpts;
+	const char	*first_rcpt;
+	const char	*err_has;
+};
+
+static const struct cli_case cases[] = {
+	{ .name = "cron", .argv = { "/usr/sbin/sendmail", "-FCronDaemon",
+	    "-i", "-B8BITMIME", "-oem", "root" }, .ok = 1, .dot_ends = 0,
+	    .fullname = "CronDaemon", .nrcpts = 1, .first_rcpt = "root" },
+	{ .name = "php", .argv = { "sendmail", "-t", "-i" }, .ok = 1, .t = 1 },
+	{ .name = "php -f attached", .argv = { "sendmail", "-t", "-i",
+	    "-fbounce@example.com" }, .ok = 1, .t = 1,
+	    .sender = "bounce@example.com" },
+	{ .name = "last -f wins", .argv = { "sendmail", "-t", "-i", "-f",
+	    "a@example.com", "-fb@example.com" }, .ok = 1, .t = 1,
+	    .sender = "b@example.com" },
+	{ .name = "-r is -f", .argv = { "sendmail", "-r", "r@example.com",
+	    "x@example.com" }, .ok = 1, .dot_ends = 1,
+	    .sender = "r@example.com", .nrcpts = 1 },
+	{ .name = "s-nail -F separate", .argv = { "sendmail", "-i", "-F",
+	    "Sender", "-f", "s@example.com", "--", "u@example.com" },
+	    .ok = 1, .fullname = "Sender", .sender = "s@example.com",
+	    .nrcpts = 1, .first_rcpt = "u@example.com" },
+	{ .name = "phpmailer", .argv = { "sendmail", "-t", "-i", "-oi",
+	    "-fapp@example.com", "-t" }, .ok = 1, .t = 1,
+	    .sender = "app@example.com" },
+	{ .name = "mutt -oem -oi --", .argv = { "sendmail", "-oem", "-oi",
+	    "--", "-x@example.com" }, .ok = 1, .nrcpts = 1,
+	    .first_rcpt = "-x@example.com" },
+	{ .name = "no -i: dot ends", .argv = { "sendmail", "-t" }, .ok = 1,
+	    .t = 1, .dot_ends = 1 },
+	{ .name = "clustered -ti", .argv = { "sendmail", "-ti" }, .ok = 1,
+	    .t = 1 },
+	{ .name = "-odq", .argv = { "sendmail", "-odq", "a@b.example" },
+	    .ok = 1, .dot_ends = 1, .delivery = CLI_DELIVERY_QUEUE,
+	    .nrcpts = 1 },
+	{ .name = "-odi", .argv = { "sendmail", "-odi", "a@b.example" },
+	    .ok = 1, .dot_ends = 1, .delivery = CLI_DELIVERY_FOREGROUND,
+	    .nrcpts = 1 },
+	{ .name = "-B separate", .argv = { "sendmail", "-B", "8BITMIME",
+	    "a@b.example" }, .ok = 1, .dot_ends = 1, .nrcpts = 1 },
+	{ .name = "-C and -v", .argv = { "sendmail", "-v", "-C", "/x.ini",
+	    "a@b.example" }, .ok = 1, .dot_ends = 1, .verbose = 1,
+	    .config = "/x.ini", .nrcpts = 1 },
+	{ .name = "-bs", .argv = { "sendmail", "-bs" }, .ok = 1,
+	    .mode = CLI_SMTP, .dot_ends = 1 },
+	{ .name = "-q", .argv = { "sendmail", "-q" }, .ok = 1,
+	    .mode = CLI_QUEUE_RUN, .dot_ends = 1 },
+	{ .name = "newaliases", .argv = { "/usr/bin/newaliases" }, .ok = 1,
+	    .mode = CLI_NEWALIASES, .dot_ends = 1 },
+	{ .name = "--version", .argv = { "relayq", "--version" }, .ok = 1,
+	    .mode = CLI_VERSION, .dot_ends = 1 },
+	{ .name = "options stop at first operand", .argv = { "sendmail",
+	    "a@b.example", "-t" }, .ok = 1, .dot_ends = 1, .nrcpts = 2 },
+	{ .name = "unknown -X", .argv = { "sendmail", "-X", "/tmp/log" },
+	    .err_has = "unknown option -X" },
+	{ .name = "-f without value", .argv = { "sendmail", "-f" },
+	    .err_has = "needs a value" },
+	{ .name = "bad -B", .argv = { "sendmail", "-B", "BINARYMIME" },
+	    .err_has = "body type" },
+	{ .name = "-bd refused", .argv = { "sendmail", "-bd" },
+	    .err_has = "unsupported mode" },
+	{ .name = "-q1m not yet", .argv = { "sendmail", "-q1m" },
+	    .err_has = "not supported" },
+	{ .name = "bad -od", .argv = { "sendmail", "-odx" },
+	    .err_has = "delivery mode" },
+};
+
+static void
+test_cases(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct cli_case *c = &cases[i];
+		char *argv[MAXARGS + 1] = { 0 }, err[256] = "";
+		struct cli_opts o;
+		int argc = 0, rc;
+
+		while (c->argv[argc] != NULL) {
+			argv[argc] = (char *)c->argv[argc];
+			argc++;
+		}
+		rc = cli_parse(argc, argv, &o, err, sizeof(err));
+		print_message("case: %s\n", c->name);
+		if (!c->ok) {
+			assert_int_equal(rc, -1);
+			assert_non_null(strstr(err, c->err_has));
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		assert_int_equal(o.mode, c->mode);
+		assert_int_equal(o.read_recipients, c->t);
+		assert_int_equal(o.dot_ends_input, c->dot_ends);
+		assert_int_equal(o.verbose, c->verbose);
+		assert_int_equal(o.delivery, c->delivery);
+		assert_int_equal(o.nrcpts, c->nrcpts);
+		if (c->sender)
+			assert_string_equal(o.sender, c->sender);
+		else
+			assert_null(o.sender);
+		if (c->fullname)
+			assert_string_equal(o.fullname, c->fullname);
+		if (c->config)
+			assert_string_equal(o.config_path, c->config);
+		if (c->first_rcpt)
+			assert_string_equal(o.rcpts[0], c->first_rcpt);
+	}
+}
+
+static void
+test_ignored_are_noted(void **state)
+{
+	char *argv[] = { "sendmail", "-oem", "-oQ/tmp", "-U", "x@y.example",
+	    NULL };
+	struct cli_opts o;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(cli_parse(5, argv, &o, err, sizeof(err)), 0);
+	assert_int_equal(o.nignored, 3);
+	assert_string_equal(o.ignored[1], "-oQ/tmp");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cases),
+		cmocka_unit_test(test_ignored_are_noted),
+	};
+
+	return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
+}

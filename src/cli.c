@@ -14,8 +14,9 @@
 
 const char cli_usage[] =
     "usage: relayq [-tiUv] [-B type] [-C file] [-F name] [-f sender] "
-    "[-N dsn] [-R ret] [-V envid] [-bm | -bs | -bi] [-odi | -odq] "
-    "[-oX...] [-q] [--] [recipient ...]";
+    "[-N dsn] [-R ret] [-V envid] [-bm | -bs | -bp | -bi] "
+    "[-odi | -odb | -odq] [-oX...] [-q[interval]] [--] [recipient ...]\n"
+    "       relayq [-C file] queue list [--json] | retry ID | remove ID";
 
 static const char *
 cli_basename(const char *p)
@@ -61,18 +62,21 @@ cli_parse_o(struct cli_opts *o, const char *arg, char *err, size_t errlen)
 		break;
 	case 'd':
 		/* -odX: delivery mode. */
-		if (v[1] == 'i' || v[1] == 'b') {
+		if (v[1] == 'i' && v[2] == '\0') {
 			o->delivery = CLI_DELIVERY_FOREGROUND;
-			if (v[1] == 'b')
-				cli_note_ignored(o, arg);
 			return 0;
 		}
-		if (v[1] == 'q' || v[1] == 'd') {
+		if (v[1] == 'b' && v[2] == '\0') {
+			o->delivery = CLI_DELIVERY_BACKGROUND;
+			return 0;
+		}
+		if ((v[1] == 'q' || v[1] == 'd') && v[2] == '\0') {
 			o->delivery = CLI_DELIVERY_QUEUE;
 			return 0;
 		}
 		(void)util_snprintf(err, errlen,
-		    "unknown delivery mode in %s (use -odi or -odq)", arg);
+		    "unknown delivery mode in %s (use -odi, -odb or -odq)",
+		    arg);
 		return -1;
 	case '\0':
 		(void)util_snprintf(err, errlen, "option -o needs a letter");
@@ -83,6 +87,35 @@ cli_parse_o(struct cli_opts *o, const char *arg, char *err, size_t errlen)
 	/* -oem, -oep, -oQ..., -oA... and every other legacy option. */
 	cli_note_ignored(o, arg);
 	return 0;
+}
+
+/* relayq queue list [--json] | retry ID | remove ID */
+static int
+cli_parse_queue(struct cli_opts *o, char *err, size_t errlen)
+{
+	const char *verb = o->nrcpts > 1 ? o->rcpts[1] : "list";
+	size_t nargs = o->nrcpts > 2 ? o->nrcpts - 2 : 0;
+	char *const *args = o->rcpts + 2;
+
+	o->nrcpts = 0;
+	if (strcmp(verb, "list") == 0) {
+		o->mode = CLI_QUEUE_LIST;
+		if (nargs == 1 && strcmp(args[0], "--json") == 0)
+			o->json = 1;
+		else if (nargs != 0)
+			goto usage;
+		return 0;
+	}
+	if ((strcmp(verb, "retry") == 0 || strcmp(verb, "remove") == 0) &&
+	    nargs == 1) {
+		o->mode = verb[2] == 't' ? CLI_QUEUE_RETRY : CLI_QUEUE_REMOVE;
+		o->queue_id = args[0];
+		return 0;
+	}
+usage:
+	(void)util_snprintf(err, errlen, "usage: relayq queue list [--json] | "
+	    "retry ID | remove ID");
+	return -1;
 }
 
 int
@@ -151,6 +184,8 @@ cli_parse(int argc, char **argv, struct cli_opts *o, char *err, size_t errlen)
 					o->mode = CLI_SMTP;
 				else if (strcmp(arg, "-bi") == 0)
 					o->mode = CLI_NEWALIASES;
+				else if (strcmp(arg, "-bp") == 0)
+					o->mode = CLI_QUEUE_LIST;
 				else {
 					(void)util_snprintf(err, errlen,
 					    "unsupported mode %s", arg);
@@ -158,13 +193,22 @@ cli_parse(int argc, char **argv, struct cli_opts *o, char *err, size_t errlen)
 				}
 				break;
 			case 'q':
-				if (p != arg + 1 || p[1] != '\0') {
+				if (p != arg + 1)
+					goto unknown;
+				if (p[1] == '\0') {
+					o->mode = CLI_QUEUE_RUN;
+					break;
+				}
+				/* -q1m: a daemon waking every minute. */
+				if (util_parse_duration(p + 1, &o->interval) ==
+				    -1 || o->interval < 1 ||
+				    o->interval > 86400) {
 					(void)util_snprintf(err, errlen,
-					    "queue intervals (%s) are not "
-					    "supported; use -q", arg);
+					    "bad queue interval in %s (e.g. "
+					    "-q30s, -q1m, -q1h)", arg);
 					return -1;
 				}
-				o->mode = CLI_QUEUE_RUN;
+				o->mode = CLI_QUEUE_DAEMON;
 				break;
 			case 'f':
 			case 'r':
@@ -210,10 +254,10 @@ unknown:
 	}
 	o->rcpts = argv + i;
 	o->nrcpts = (size_t)(argc - i);
-	if (strcmp(prog, "mailq") == 0) {
-		(void)util_snprintf(err, errlen,
-		    "mailq: listing the queue is not supported yet");
-		return -1;
-	}
+	if (strcmp(prog, "mailq") == 0)
+		o->mode = CLI_QUEUE_LIST;
+	if (strcmp(prog, "relayq") == 0 && o->mode == CLI_SUBMIT &&
+	    o->nrcpts > 0 && strcmp(o->rcpts[0], "queue") == 0)
+		return cli_parse_queue(o, err, errlen);
 	return 0;
 }

@@ -13,6 +13,10 @@ enum cli_mode {
 	CLI_SUBMIT,		/* -bm (default): message on stdin */
 	CLI_SMTP,		/* -bs: SMTP dialogue on stdin/stdout */
 	CLI_QUEUE_RUN,		/* -q: deliver what is queued, once */
+	CLI_QUEUE_DAEMON,	/* -qINTERVAL: the queue runner daemon */
+	CLI_QUEUE_LIST,		/* -bp, mailq, relayq queue list */
+	CLI_QUEUE_RETRY,	/* relayq queue retry ID */
+	CLI_QUEUE_REMOVE,	/* relayq queue remove ID */
 	CLI_NEWALIASES,		/* newaliases, -bi, -I */
 	CLI_VERSION		/* --version */
 };
@@ -20,6 +24,7 @@ enum cli_mode {
 enum cli_delivery {
 	CLI_DELIVERY_CONFIG,	/* [queue] delivery decides */
 	CLI_DELIVERY_FOREGROUND, /* -odi */
+	CLI_DELIVERY_BACKGROUND, /* -odb */
 	CLI_DELIVERY_QUEUE	/* -odq, -odd */
 };
 
@@ -32,6 +37,9 @@ struct cli_opts {
 	const char	 *sender;		/* -f / -r, or NULL */
 	const char	 *fullname;		/* -F, or NULL */
 	const char	 *config_path;		/* -C, or NULL */
+	unsigned long	  interval;		/* -qINTERVAL, seconds */
+	int		  json;			/* queue list --json */
+	const char	 *queue_id;		/* queue retry|remove ID */
 	char		**rcpts;		/* operands, may hold comma lists */
 	size_t		  nrcpts;
 	/* Options that were accepted and ignored, for the -v note. */
@@ -40,7 +48,9 @@ struct cli_opts {
 };
 
 /*
- * Parses argv (argv[0] selects sendmail, mailq or newaliases mode).
+ * Parses argv (argv[0] selects sendmail, mailq or newaliases mode;
+ * invoked as relayq, "queue list|retry|remove" after the options are
+ * sub-commands).
  * Returns 0, or -1 with a one-line reason in err for a usage error.
  * opts points into argv afterwards.
  */

@@ -10,6 +10,8 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +23,8 @@
 #include "config.h"
 #include "util.h"
 
-enum config_type { T_STRING, T_PORT, T_SECONDS, T_TLS, T_DELIVERY, T_LOG };
+enum config_type { T_STRING, T_PORT, T_SECONDS, T_TLS, T_DELIVERY, T_LOG,
+	T_RATE, T_LIFETIME, T_COUNT, T_RETRY };
 
 struct config_key {
 	const char	*section;
@@ -44,6 +47,13 @@ static const struct config_key config_keys[] = {
 	{ "relay", "timeout", T_SECONDS, "300", OFF(relay.timeout) },
 	{ "queue", "dir", T_STRING, SPOOLDIR, OFF(queue.dir) },
 	{ "queue", "delivery", T_DELIVERY, "foreground", OFF(queue.delivery) },
+	{ "queue", "rate", T_RATE, "10", OFF(queue.rate) },
+	{ "queue", "lifetime", T_LIFETIME, "5d", OFF(queue.lifetime) },
+	{ "queue", "min_attempts", T_COUNT, "3", OFF(queue.min_attempts) },
+	{ "queue", "retry_min", T_RETRY, "1m", OFF(queue.retry_min) },
+	{ "queue", "retry_max", T_RETRY, "1h", OFF(queue.retry_max) },
+	{ "queue", "session_max", T_COUNT, "100", OFF(queue.session_max) },
+	{ "queue", "wait", T_SECONDS, "2m", OFF(queue.wait) },
 	{ "sender", "domain", T_STRING, NULL, OFF(sender.domain) },
 	{ "log", "target", T_LOG, "auto", OFF(log.target) },
 };
@@ -61,6 +71,7 @@ static const struct config_enum config_enums[] = {
 	{ T_TLS, "tls", CONFIG_TLS_IMPLICIT },
 	{ T_TLS, "none", CONFIG_TLS_NONE },
 	{ T_DELIVERY, "foreground", CONFIG_DELIVERY_FOREGROUND },
+	{ T_DELIVERY, "background", CONFIG_DELIVERY_BACKGROUND },
 	{ T_DELIVERY, "queue", CONFIG_DELIVERY_QUEUE },
 	{ T_LOG, "auto", LOG_TARGET_AUTO },
 	{ T_LOG, "syslog", LOG_TARGET_SYSLOG },
@@ -201,6 +212,28 @@ config_set(struct config *cfg, const struct config_key *k, const char *val,
 			goto bad;
 		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
 		return 0;
+	case T_RETRY:
+		if (util_parse_duration(val, &n) == -1 || n < 1 ||
+		    n > 7 * 86400)
+			goto bad;
+		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
+		return 0;
+	case T_LIFETIME:
+		if (util_parse_duration(val, &n) == -1 || n < 60 ||
+		    n > 365 * 86400)
+			goto bad;
+		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
+		return 0;
+	case T_RATE:
+		if (util_parse_ulong(val, 0, 1000, &n) == -1)
+			goto bad;
+		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
+		return 0;
+	case T_COUNT:
+		if (util_parse_ulong(val, 1, 100000, &n) == -1)
+			goto bad;
+		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
+		return 0;
 	case T_TLS:
 	case T_DELIVERY:
 	case T_LOG: {
@@ -221,8 +254,13 @@ bad:
 			[T_PORT] = "a port number from 1 to 65535",
 			[T_SECONDS] = "a duration from 1s to 1d (e.g. 300, 5m)",
 			[T_TLS] = "starttls, tls or none",
-			[T_DELIVERY] = "foreground or queue",
+			[T_DELIVERY] = "foreground, background or queue",
 			[T_LOG] = "auto, syslog or stderr",
+			[T_RATE] = "messages per second from 0 (unlimited) "
+			    "to 1000",
+			[T_LIFETIME] = "a duration from 1m to 365d (e.g. 5d)",
+			[T_COUNT] = "a whole number from 1 to 100000",
+			[T_RETRY] = "a duration from 1s to 7d (e.g. 1m, 1h)",
 		};
 		char shown[64];
 
@@ -406,6 +444,11 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 		    "longer than 255 characters");
 		return -1;
 	}
+	if (cfg->queue.retry_min > cfg->queue.retry_max) {
+		config_error(err, errlen, src, "queue", "retry_min",
+		    "is larger than retry_max");
+		return -1;
+	}
 	if (cfg->queue.dir == NULL || cfg->queue.dir[0] != '/') {
 		config_error(err, errlen, src, "queue", "dir",
 		    "must be an absolute path");
@@ -453,6 +496,32 @@ config_load(const char *path, int allow_env, char *err, size_t errlen)
 fail:
 	config_free(cfg);
 	return NULL;
+}
+
+char *
+config_sender_domain(const struct config *cfg)
+{
+	struct addrinfo hints, *res = NULL;
+	char host[256];
+	char *fqdn;
+
+	if (cfg->sender.domain != NULL)
+		return xstrdup(cfg->sender.domain);
+	if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+		return xstrdup("localhost");
+	host[sizeof(host) - 1] = '\0';
+	if (strchr(host, '.') != NULL)
+		return xstrdup(host);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_flags = AI_CANONNAME;
+	if (getaddrinfo(host, NULL, &hints, &res) == 0 && res != NULL &&
+	    res->ai_canonname != NULL && strchr(res->ai_canonname, '.'))
+		fqdn = xstrdup(res->ai_canonname);
+	else
+		fqdn = xstrdup(host);
+	if (res != NULL)
+		freeaddrinfo(res);
+	return fqdn;
 }
 
 int

@@ -28,6 +28,7 @@ enum config_tls {
 
 enum config_delivery {
 	CONFIG_DELIVERY_FOREGROUND,
+	CONFIG_DELIVERY_BACKGROUND,
 	CONFIG_DELIVERY_QUEUE
 };
 
@@ -47,6 +48,13 @@ struct config {
 	struct {
 		char		*dir;
 		enum config_delivery delivery;
+		unsigned	 rate;		/* messages/s, 0: unlimited */
+		unsigned	 lifetime;	/* seconds */
+		unsigned	 min_attempts;	/* before expiry */
+		unsigned	 retry_min;	/* seconds */
+		unsigned	 retry_max;
+		unsigned	 session_max;	/* messages per SMTP session */
+		unsigned	 wait;		/* foreground wait for a runner */
 	} queue;
 	struct {
 		char		*domain;	/* qualifies bare local names */
@@ -65,6 +73,12 @@ struct config {
 struct config *config_load(const char *path, int allow_env,
 	    char *err, size_t errlen);
 void	config_free(struct config *);
+
+/*
+ * The domain that qualifies bare names: [sender] domain, else this host's
+ * fully qualified name.  The caller frees it.
+ */
+char	*config_sender_domain(const struct config *);
 
 /*
  * Makes cfg->relay.password available, reading password_file if needed.

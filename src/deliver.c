@@ -8,20 +8,28 @@
 #include "buf.h"
 #include "config.h"
 #include "deliver.h"
+#include "dsn.h"
 #include "log.h"
 #include "util.h"
 
-#define DELIVER_BACKOFF_MIN	60
-#define DELIVER_BACKOFF_MAX	3600
-
 unsigned long
-deliver_backoff(unsigned long attempts)
+deliver_backoff(const struct config *cfg, unsigned long attempts)
 {
-	unsigned long d = DELIVER_BACKOFF_MIN;
+	unsigned long d = cfg->queue.retry_min;
 
-	while (attempts-- > 1 && d < DELIVER_BACKOFF_MAX)
+	while (attempts-- > 1 && d < cfg->queue.retry_max)
 		d *= 2;
-	return d < DELIVER_BACKOFF_MAX ? d : DELIVER_BACKOFF_MAX;
+	return d < cfg->queue.retry_max ? d : cfg->queue.retry_max;
+}
+
+int
+deliver_expired(const struct config *cfg, const struct spool_entry *e,
+    long long now)
+{
+	/* Wall-clock age, but never before enough real attempts: a clock
+	 * jumping forward must not bounce a whole queue. */
+	return now - e->arrival >= (long long)cfg->queue.lifetime &&
+	    e->attempts >= cfg->queue.min_attempts;
 }
 
 /*
@@ -61,19 +69,149 @@ deliver_log(const struct config *cfg, const struct spool_entry *e,
 	buf_free(&to);
 }
 
+/*
+ * Queues a DSN for failed recipients not yet reported, and marks them
+ * reported.  No DSN for the null sender (never a bounce of a bounce), or
+ * when quiet (the caller is told by the exit status).
+ */
+static void
+deliver_report(struct config *cfg, struct spool *sp, struct spool_entry *e,
+    int expired, int quiet, struct deliver_result *res)
+{
+	char *marked = xcalloc(e->rcpts.n, 1), id[SPOOL_ID_LEN + 1];
+	char err[512];
+	size_t i, n = 0;
+
+	for (i = 0; i < e->rcpts.n; i++)
+		if (e->rstate[i].status == SPOOL_RCPT_FAILED &&
+		    !e->rstate[i].reported) {
+			marked[i] = 1;
+			n++;
+		}
+	if (n > 0 && e->sender[0] != '\0' && !quiet) {
+		if (dsn_queue(cfg, sp, e, marked, expired, id, err,
+		    sizeof(err)) == -1) {
+			/* Keep it unreported: the next run tries again. */
+			log_warnx("%s: cannot queue a DSN: %s", e->id, err);
+			free(marked);
+			return;
+		}
+		log_info("%s: DSN %s queued to <%s> for %zu recipient%s",
+		    e->id, id, e->sender, n, n == 1 ? "" : "s");
+		res->dsns++;
+	} else if (n > 0 && e->sender[0] == '\0')
+		log_info("%s: null sender: no DSN for %zu failed recipient%s",
+		    e->id, n, n == 1 ? "" : "s");
+	for (i = 0; i < e->rcpts.n; i++)
+		if (marked[i])
+			e->rstate[i].reported = 1;
+	free(marked);
+}
+
+/* Saves, removes or moves the entry according to its recipients. */
+static void
+deliver_settle(struct config *cfg, struct spool *sp, struct spool_entry *e,
+    long long now)
+{
+	size_t i, pending = 0, failed = 0;
+	char err[512];
+
+	for (i = 0; i < e->rcpts.n; i++) {
+		pending += e->rstate[i].status == SPOOL_RCPT_PENDING;
+		failed += e->rstate[i].status == SPOOL_RCPT_FAILED;
+	}
+	if (pending > 0) {
+		e->next_try = now + (long long)deliver_backoff(cfg,
+		    e->attempts);
+		if (spool_entry_save(sp, e, err, sizeof(err)) == -1)
+			log_warnx("%s: %s", e->id, err);
+	} else if (failed == 0) {
+		if (spool_entry_done(sp, e, err, sizeof(err)) == -1)
+			log_warnx("%s: %s", e->id, err);
+	} else {
+		if (spool_entry_fail(sp, e, err, sizeof(err)) == -1)
+			log_warnx("%s: %s", e->id, err);
+		else
+			log_info("%s: moved to failed/ (%zu of %zu recipients "
+			    "not delivered)", e->id, failed, e->rcpts.n);
+	}
+}
+
+void
+deliver_expire(struct config *cfg, struct spool *sp, struct spool_entry *e)
+{
+	struct deliver_result res;
+	long long now = util_now();
+	char *tried = xcalloc(e->rcpts.n, 1);
+	size_t i;
+
+	memset(&res, 0, sizeof(res));
+	for (i = 0; i < e->rcpts.n; i++) {
+		struct spool_rcpt_state *rs = &e->rstate[i];
+
+		if (rs->status != SPOOL_RCPT_PENDING)
+			continue;
+		rs->status = SPOOL_RCPT_FAILED;
+		tried[i] = 1;
+		if (rs->text[0] == '\0')
+			(void)util_strlcpy(rs->text, "never delivered",
+			    sizeof(rs->text));
+	}
+	log_warnx("%s: expired after %lu attempts in %lld s", e->id,
+	    e->attempts, now - e->arrival);
+	deliver_log(cfg, e, tried, now);
+	free(tried);
+	deliver_report(cfg, sp, e, 1, 0, &res);
+	deliver_settle(cfg, sp, e, now);
+}
+
+void
+deliver_finish(struct config *cfg, struct spool *sp, struct spool_entry *e)
+{
+	struct deliver_result res;
+
+	memset(&res, 0, sizeof(res));
+	deliver_report(cfg, sp, e, 0, 0, &res);
+	deliver_settle(cfg, sp, e, util_now());
+}
+
+/* 1 if a reply asks us to slow down: 421/451/454 with 4.7.x. */
+static int
+deliver_is_throttle(const char *text)
+{
+	return (strncmp(text, "421 4.7.", 8) == 0 ||
+	    strncmp(text, "451 4.7.", 8) == 0 ||
+	    strncmp(text, "454 4.7.", 8) == 0);
+}
+
 /* Applies one message's relay outcome to its spool entry. */
 static void
 deliver_apply(struct config *cfg, struct spool *sp, struct spool_entry *e,
-    const struct relay_msg *m, const struct relay_session *ses,
+    const struct relay_msg *m, const struct deliver_opts *opts,
     struct deliver_result *res, long long now)
 {
+	const struct relay_session *ses = &res->session;
 	size_t i, k = 0, pending = 0, done = 0, failed = 0;
-	char err[512], *tried = xcalloc(e->rcpts.n, 1);
-	int mail_refused;
+	char *tried;
+	int mail_refused, quiet;
 
+	/* A session that ended (stopped by us, or dropped after earlier
+	 * messages) before this one's MAIL did not touch it: no attempt. */
+	if (m->mail_code == 0 && (ses->interrupted ||
+	    ses->failure == RELAY_FAIL_NONE)) {
+		res->untouched++;
+		return;
+	}
+	e->tried = 1;
+	tried = xcalloc(e->rcpts.n, 1);
 	/* 530 to MAIL means AUTH trouble, never the message's fault. */
 	mail_refused = m->mail_code >= 500 && m->mail_code != 530 &&
 	    ses->failure == RELAY_FAIL_NONE;
+	if (deliver_is_throttle(m->mail_text) ||
+	    deliver_is_throttle(m->data_text))
+		res->throttled = 1;
+	if (m->data_code >= 200 && m->data_code < 300)
+		res->accepted = 1;
 	e->attempts++;
 	for (i = 0; i < e->rcpts.n; i++) {
 		struct spool_rcpt_state *rs = &e->rstate[i];
@@ -86,6 +224,8 @@ deliver_apply(struct config *cfg, struct spool *sp, struct spool_entry *e,
 		}
 		rr = &m->rcpts[k++];
 		tried[i] = 1;
+		if (deliver_is_throttle(rr->text))
+			res->throttled = 1;
 		if (ses->failure != RELAY_FAIL_NONE) {
 			rs->code = 0;
 			(void)util_strlcpy(rs->text, ses->reason,
@@ -116,6 +256,7 @@ deliver_apply(struct config *cfg, struct spool *sp, struct spool_entry *e,
 				rs->status = SPOOL_RCPT_DONE;
 			else if (rr->code >= 500) {
 				rs->status = SPOOL_RCPT_FAILED;
+				rs->at_rcpt = rr->at_rcpt;
 				res->rcpts_refused_at_rcpt += rr->at_rcpt;
 			}
 		}
@@ -134,74 +275,146 @@ deliver_apply(struct config *cfg, struct spool *sp, struct spool_entry *e,
 			break;
 		}
 	}
+	if (ses->failure == RELAY_FAIL_NONE && m->data_sent &&
+	    m->data_code == 0)
+		log_warnx("%s: connection lost after the end of data, before "
+		    "the reply: possible duplicate when it is sent again",
+		    e->id);
 	deliver_log(cfg, e, tried, now);
 	free(tried);
-	if (pending > 0) {
-		for (i = 0; i < e->rcpts.n; i++)
-			if (e->rstate[i].status == SPOOL_RCPT_PENDING) {
-				(void)util_strlcpy(e->last, e->rstate[i].text,
-				    sizeof(e->last));
-				break;
-			}
-		e->next_try = now + (long long)deliver_backoff(e->attempts);
-		if (spool_entry_save(sp, e, err, sizeof(err)) == -1)
-			log_warnx("%s: %s", e->id, err);
-	} else if (failed == 0) {
-		if (spool_entry_done(sp, e, err, sizeof(err)) == -1)
-			log_warnx("%s: %s", e->id, err);
-	} else {
+	for (i = 0; i < e->rcpts.n; i++)
+		if (e->rstate[i].status == SPOOL_RCPT_PENDING) {
+			(void)util_strlcpy(e->last, e->rstate[i].text,
+			    sizeof(e->last));
+			break;
+		}
+	if (pending > 0 && deliver_expired(cfg, e, now)) {
+		deliver_expire(cfg, sp, e);
+		return;
+	}
+	if (pending == 0 && failed > 0)
 		for (i = 0; i < e->rcpts.n; i++)
 			if (e->rstate[i].status == SPOOL_RCPT_FAILED) {
 				(void)util_strlcpy(e->last, e->rstate[i].text,
 				    sizeof(e->last));
 				break;
 			}
-		if (spool_entry_fail(sp, e, err, sizeof(err)) == -1)
-			log_warnx("%s: %s", e->id, err);
-		else
-			log_info("%s: moved to failed/ (%zu of %zu recipients "
-			    "refused)", e->id, failed, e->rcpts.n);
-	}
+	/* Refused for everyone while the caller waits: it gets 67/69. */
+	quiet = done == 0 && pending == 0 && (opts->foreground == e ||
+	    spool_waiter_present(sp, e->id));
+	deliver_report(cfg, sp, e, 0, quiet, res);
+	deliver_settle(cfg, sp, e, now);
+}
+
+/* A message as the relay layer sees it: a byte range and recipients. */
+static struct relay_msg *
+deliver_msg(struct spool_entry *e)
+{
+	struct relay_msg *m = xcalloc(1, sizeof(*m));
+	size_t j;
+
+	m->id = e->id;
+	m->fd = e->fd;
+	m->data_off = e->data_off;
+	m->data_len = e->data_len;
+	m->sender = e->sender;
+	m->rcpts = xcalloc(e->rcpts.n, sizeof(*m->rcpts));
+	for (j = 0; j < e->rcpts.n; j++)
+		if (e->rstate[j].status == SPOOL_RCPT_PENDING)
+			m->rcpts[m->nrcpts++].addr = e->rcpts.v[j];
+	e->tried = 0;
+	return m;
+}
+
+/* The entries of one session and their relay messages, side by side. */
+struct deliver_batch {
+	const struct deliver_opts *opts;
+	struct spool_entry	**entries;
+	struct relay_msg	**msgs;
+	size_t			 n;
+};
+
+static void
+deliver_batch_add(struct deliver_batch *b, struct spool_entry *e)
+{
+	b->entries = xreallocarray(b->entries, b->n + 1, sizeof(*b->entries));
+	b->msgs = xreallocarray(b->msgs, b->n + 1, sizeof(*b->msgs));
+	b->entries[b->n] = e;
+	b->msgs[b->n] = deliver_msg(e);
+	b->n++;
+}
+
+static int
+deliver_hook_wait(void *arg)
+{
+	const struct relay_pacer *p = ((struct deliver_batch *)arg)->opts->pacer;
+
+	return p != NULL && p->wait != NULL ? p->wait(p->arg) : 0;
+}
+
+static void
+deliver_hook_sent(void *arg)
+{
+	const struct relay_pacer *p = ((struct deliver_batch *)arg)->opts->pacer;
+
+	if (p != NULL && p->sent != NULL)
+		p->sent(p->arg);
+}
+
+static void
+deliver_hook_note(void *arg, const char *reply)
+{
+	const struct relay_pacer *p = ((struct deliver_batch *)arg)->opts->pacer;
+
+	if (p != NULL && p->note != NULL)
+		p->note(p->arg, reply);
+}
+
+static struct relay_msg *
+deliver_hook_feed(void *arg)
+{
+	struct deliver_batch *b = arg;
+	struct spool_entry *e;
+
+	if (b->opts->more == NULL ||
+	    (e = b->opts->more(b->opts->more_arg)) == NULL)
+		return NULL;
+	deliver_batch_add(b, e);
+	return b->msgs[b->n - 1];
 }
 
 void
 deliver_entries(struct config *cfg, struct spool *sp,
-    struct spool_entry **entries, size_t n, int verbose,
+    struct spool_entry **entries, size_t n, const struct deliver_opts *opts,
     struct deliver_result *res)
 {
-	struct relay_msg *msgs = xcalloc(n, sizeof(*msgs));
-	long long now = util_now();
+	struct deliver_batch b = { opts, NULL, NULL, 0 };
+	struct relay_pacer hooks = { deliver_hook_wait, deliver_hook_sent,
+	    deliver_hook_note, deliver_hook_feed, &b };
+	long long now;
 	char err[512];
-	size_t i, j;
+	size_t i;
 
 	memset(res, 0, sizeof(*res));
-	for (i = 0; i < n; i++) {
-		struct spool_entry *e = entries[i];
-		struct relay_msg *m = &msgs[i];
-
-		m->id = e->id;
-		m->fd = e->fd;
-		m->data_off = e->data_off;
-		m->data_len = e->data_len;
-		m->sender = e->sender;
-		m->rcpts = xcalloc(e->rcpts.n, sizeof(*m->rcpts));
-		for (j = 0; j < e->rcpts.n; j++)
-			if (e->rstate[j].status == SPOOL_RCPT_PENDING)
-				m->rcpts[m->nrcpts++].addr = e->rcpts.v[j];
-	}
+	for (i = 0; i < n; i++)
+		deliver_batch_add(&b, entries[i]);
 	if (config_load_password(cfg, err, sizeof(err)) == -1) {
 		res->session.failure = RELAY_FAIL_AUTH;
 		(void)util_snprintf(res->session.reason,
 		    sizeof(res->session.reason), "%s", err);
 	} else
-		relay_deliver(cfg, msgs, n, verbose, &res->session);
+		relay_deliver(cfg, b.msgs, b.n, opts->verbose, &hooks,
+		    &res->session);
 	if (res->session.failure != RELAY_FAIL_NONE)
 		log_warnx("relay %s:%u: %s", cfg->relay.host, cfg->relay.port,
 		    res->session.reason);
-	for (i = 0; i < n; i++) {
-		deliver_apply(cfg, sp, entries[i], &msgs[i], &res->session,
-		    res, now);
-		free(msgs[i].rcpts);
+	now = util_now();
+	for (i = 0; i < b.n; i++) {
+		deliver_apply(cfg, sp, b.entries[i], b.msgs[i], opts, res,
+		    now);
+		free(b.msgs[i]->rcpts);
+		free(b.msgs[i]);
 	}
-	free(msgs);
+	free(b.msgs);
+	free(b.entries);
 }

@@ -20,6 +20,7 @@
 #include "dialogue.h"
 #include "log.h"
 #include "queue.h"
+#include "queuectl.h"
 #include "submit.h"
 #include "util.h"
 
@@ -107,6 +108,18 @@ main(int argc, char **argv)
 	switch (opts.mode) {
 	case CLI_QUEUE_RUN:
 		rc = queue_run(cfg, opts.verbose);
+		break;
+	case CLI_QUEUE_DAEMON:
+		rc = queue_daemon(cfg, opts.interval, opts.verbose);
+		break;
+	case CLI_QUEUE_LIST:
+		rc = queuectl_list(cfg, opts.json);
+		break;
+	case CLI_QUEUE_RETRY:
+		rc = queuectl_retry(cfg, opts.queue_id);
+		break;
+	case CLI_QUEUE_REMOVE:
+		rc = queuectl_remove(cfg, opts.queue_id);
 		break;
 	case CLI_SMTP:
 		rc = dialogue_main(cfg, &opts);

@@ -1,14 +1,24 @@
 /*
- * queue.c -- the queue runner: deliver what is queued.
+ * queue.c -- the queue runner: the one process that talks to the relay.
  *
- * The runner lock (flock on <dir>/lock) keeps runners apart; each
- * message is also locked while it is worked on, so a foreground
- * submitter and a runner never send the same message.  Damaged or
- * foreign files are moved to corrupt/ with a log line, never sent.
+ * Each message is also locked while it is worked on, so a submitter
+ * that still holds its new message, and a runner, never both send it.
+ * Damaged or foreign files are moved to corrupt/ with a log line, never
+ * sent.  The daemon holds the runner lock for good and wakes through
+ * inotify when a message is linked into queue/.
  */
+#include <sys/file.h>
+#include <sys/inotify.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -19,36 +29,374 @@
 #include "util.h"
 
 static void
-queue_flush_batch(struct config *cfg, struct spool *sp,
-    struct spool_entry **batch, size_t *n, int verbose)
+runner_progress(struct runner *r)
 {
-	struct deliver_result res;
+	long long ms = util_monotonic_ms() - r->started_ms;
+
+	if (!r->progress)
+		return;
+	(void)fprintf(stderr, "\rrelayq: sent %zu, left %zu, %.1f msg/s   ",
+	    r->sent, (size_t)(r->nids - r->next) + r->nfresh - r->fresh_next,
+	    ms > 0 ? (double)r->sent * 1000.0 / (double)ms : 0.0);
+}
+
+static int
+runner_pace_wait(void *arg)
+{
+	struct runner *r = arg;
+
+	return ratelimit_wait(&r->rl);
+}
+
+static void
+runner_pace_sent(void *arg)
+{
+	struct runner *r = arg;
+
+	ratelimit_sent(&r->rl);
+	r->sent++;
+	runner_progress(r);
+}
+
+/* 421/451/454 with 4.7.x: the relay asks us to slow down, right now. */
+static void
+runner_pace_note(void *arg, const char *reply)
+{
+	struct runner *r = arg;
+
+	if (strncmp(reply, "421 4.7.", 8) == 0 ||
+	    strncmp(reply, "451 4.7.", 8) == 0 ||
+	    strncmp(reply, "454 4.7.", 8) == 0) {
+		ratelimit_throttle(&r->rl);
+		log_warnx("relay %s asks to slow down (%s); pausing",
+		    r->cfg->relay.host, reply);
+	} else if (reply[0] == '2')
+		ratelimit_ok(&r->rl);
+}
+
+int
+runner_acquire(struct runner *r, struct config *cfg, struct spool *sp,
+    int block, int verbose, volatile sig_atomic_t *stop, char *err,
+    size_t errlen)
+{
+	char path[4096];
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	r->cfg = cfg;
+	r->sp = sp;
+	r->lockfd = -1;
+	r->ifd = -1;
+	r->verbose = verbose;
+	r->stop = stop;
+	r->progress = verbose && isatty(2);
+	r->started_ms = util_monotonic_ms();
+	for (;;) {
+		rc = spool_lock_runner(sp, &r->lockfd, err, errlen);
+		if (rc != 0 || !block)
+			break;
+		if (stop != NULL && *stop)
+			return 0;
+		(void)poll(NULL, 0, 200);
+	}
+	if (rc != 1)
+		return rc;
+	ratelimit_open(&r->rl, sp->dir, cfg->queue.rate, stop);
+	/* New messages while we run: no rescans of the whole queue. */
+	if (util_snprintf(path, sizeof(path), "%s/queue", sp->dir) == 0 &&
+	    (r->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) != -1 &&
+	    inotify_add_watch(r->ifd, path, IN_CREATE | IN_MOVED_TO) == -1) {
+		(void)close(r->ifd);
+		r->ifd = -1;
+	}
+	if (r->ifd == -1)
+		r->overflow = 1;	/* so every pass lists the queue */
+	return 1;
+}
+
+void
+runner_release(struct runner *r)
+{
+	if (r->lockfd == -1)
+		return;
+	if (r->progress && r->sent > 0)
+		(void)fputc('\n', stderr);
+	ratelimit_close(&r->rl);
+	if (r->ifd != -1)
+		(void)close(r->ifd);
+	r->ifd = -1;
+	(void)close(r->lockfd);
+	r->lockfd = -1;
+}
+
+static int
+runner_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* 1 if id was listed or already taken from inotify in this pass. */
+static int
+runner_seen(struct runner *r, const char *id)
+{
 	size_t i;
 
-	if (*n == 0)
+	if (r->nids > 0 && bsearch(&id, r->ids, (size_t)r->nids,
+	    sizeof(*r->ids), runner_cmp) != NULL)
+		return 1;
+	for (i = 0; i < r->nfresh; i++)
+		if (strcmp(r->fresh[i], id) == 0)
+			return 1;
+	return 0;
+}
+
+/* Collects the names inotify reports, in arrival order. */
+static void
+runner_read_inotify(struct runner *r)
+{
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+	char *p;
+
+	if (r->ifd == -1)
 		return;
-	deliver_entries(cfg, sp, batch, *n, verbose, &res);
-	for (i = 0; i < *n; i++) {
-		spool_entry_close(batch[i]);
-		free(batch[i]);
+	while ((n = read(r->ifd, buf, sizeof(buf))) > 0) {
+		for (p = buf; p < buf + n; ) {
+			struct inotify_event *ev = (struct inotify_event *)
+			    (void *)p;
+
+			if (ev->mask & IN_Q_OVERFLOW)
+				r->overflow = 1;
+			else if (ev->len > 0 && spool_is_id(ev->name) &&
+			    !runner_seen(r, ev->name)) {
+				r->fresh = xreallocarray(r->fresh,
+				    r->nfresh + 1, sizeof(*r->fresh));
+				r->fresh[r->nfresh++] = xstrdup(ev->name);
+			}
+			p += sizeof(*ev) + ev->len;
+		}
 	}
-	*n = 0;
+}
+
+/* A message with nothing pending left over from a crash. */
+static int
+runner_nothing_pending(const struct spool_entry *e)
+{
+	size_t i;
+
+	for (i = 0; i < e->rcpts.n; i++)
+		if (e->rstate[i].status == SPOOL_RCPT_PENDING)
+			return 0;
+	return 1;
+}
+
+/*
+ * The next message to send in this pass, opened and locked: from the
+ * listing, then from what inotify reported since.  NULL: none left.
+ */
+static struct spool_entry *
+runner_next(struct runner *r)
+{
+	struct spool_entry *e = xmalloc(sizeof(*e));
+	char err[1024];
+	const char *id;
+
+	for (;;) {
+		if (r->stop != NULL && *r->stop)
+			break;
+		if (r->next < r->nids)
+			id = r->ids[r->next++];
+		else {
+			if (r->fresh_next == r->nfresh)
+				runner_read_inotify(r);
+			if (r->fresh_next == r->nfresh)
+				break;
+			id = r->fresh[r->fresh_next++];
+		}
+		switch (spool_entry_open(r->sp, id, e, err, sizeof(err))) {
+		case SPOOL_OPEN_OK:
+			break;
+		case SPOOL_OPEN_BUSY:
+			r->busy = 1;	/* its submitter still has it */
+			continue;
+		case SPOOL_OPEN_BAD:
+			log_warnx("%s: %s; moved to corrupt/", id, err);
+			(void)spool_quarantine(r->sp, id);
+			continue;
+		default:
+			continue;
+		}
+		if (!r->flush && e->next_try > r->now) {
+			if (r->next_due == 0 || e->next_try < r->next_due)
+				r->next_due = e->next_try;
+		} else if (deliver_expired(r->cfg, e, r->now))
+			deliver_expire(r->cfg, r->sp, e);
+		else if (runner_nothing_pending(e))
+			deliver_finish(r->cfg, r->sp, e);
+		else
+			return e;
+		spool_entry_close(e);
+	}
+	free(e);
+	return NULL;
+}
+
+/* deliver's "more" hook: tops the open session up to session_max. */
+static struct spool_entry *
+runner_more(void *arg)
+{
+	struct runner *r = arg;
+	struct spool_entry *e;
+
+	if (r->nopen >= r->cfg->queue.session_max ||
+	    (e = runner_next(r)) == NULL)
+		return NULL;
+	r->open = xreallocarray(r->open, r->nopen + 1, sizeof(*r->open));
+	r->open[r->nopen++] = e;
+	return e;
+}
+
+void
+runner_deliver(struct runner *r, struct spool_entry **entries, size_t n,
+    const struct spool_entry *foreground, struct deliver_result *res)
+{
+	struct relay_pacer pacer = { runner_pace_wait, runner_pace_sent,
+	    runner_pace_note, NULL, r };
+	struct deliver_opts opts = { r->verbose, &pacer, foreground, NULL,
+	    NULL };
+
+	deliver_entries(r->cfg, r->sp, entries, n, &opts, res);
+}
+
+#define RUNNER_RECONNECTS 3
+
+/*
+ * One session starting with first and topped up from the queue.  When
+ * the connection ends early (421, a drop) the messages it never reached
+ * go again on a new connection, a few times.  Everything handed out is
+ * closed here.  Returns 1 if the relay was unusable (the pass stops).
+ */
+static int
+runner_session(struct runner *r, struct spool_entry *first)
+{
+	struct relay_pacer pacer = { runner_pace_wait, runner_pace_sent,
+	    runner_pace_note, NULL, r };
+	struct deliver_opts opts = { r->verbose, &pacer, NULL, runner_more,
+	    r };
+	struct deliver_result res;
+	size_t i, k;
+	int tries, unusable = 0;
+
+	r->open = xreallocarray(r->open, 1, sizeof(*r->open));
+	r->open[0] = first;
+	r->nopen = 1;
+	for (tries = 0; r->nopen > 0; tries++) {
+		size_t n = r->nopen;
+
+		deliver_entries(r->cfg, r->sp, r->open, n, &opts, &res);
+		unusable = res.session.interrupted ||
+		    res.session.failure == RELAY_FAIL_CONNECT ||
+		    res.session.failure == RELAY_FAIL_TLS ||
+		    res.session.failure == RELAY_FAIL_AUTH;
+		/* Keep the untouched ones at the front, close the rest. */
+		for (i = k = 0; i < r->nopen; i++) {
+			if (!unusable && !r->open[i]->tried &&
+			    tries < RUNNER_RECONNECTS) {
+				r->open[k++] = r->open[i];
+				continue;
+			}
+			spool_entry_close(r->open[i]);
+			free(r->open[i]);
+		}
+		r->nopen = k;
+		if (k > 0)
+			log_info("relay %s ended the session early; "
+			    "reconnecting for %zu message%s",
+			    r->cfg->relay.host, k, k == 1 ? "" : "s");
+	}
+	return unusable;
+}
+
+int
+runner_pass(struct runner *r, int flush, int only_new, long long *next_due)
+{
+	struct spool_entry *e;
+	char err[1024];
+
+	r->flush = flush;
+	r->now = util_now();
+	r->next_due = 0;
+	r->busy = 0;
+	r->ids = NULL;
+	r->nids = r->next = 0;
+	if (!only_new || r->overflow) {
+		/* Drop stale events: the listing covers them. */
+		runner_read_inotify(r);
+		spool_free_ids(r->fresh, (int)r->nfresh);
+		r->fresh = NULL;
+		r->nfresh = r->fresh_next = 0;
+		r->overflow = r->ifd == -1;
+		if ((r->nids = spool_list(r->sp, &r->ids, err,
+		    sizeof(err))) == -1) {
+			log_warnx("%s", err);
+			r->nids = 0;
+		}
+	}
+	while ((e = runner_next(r)) != NULL)
+		if (runner_session(r, e))
+			break;
+	*next_due = r->next_due;
+	spool_free_ids(r->ids, r->nids);
+	r->ids = NULL;
+	r->nids = r->next = 0;
+	/* Names not reached yet stay for the next pass. */
+	if (r->fresh_next == r->nfresh) {
+		spool_free_ids(r->fresh, (int)r->nfresh);
+		r->fresh = NULL;
+		r->nfresh = r->fresh_next = 0;
+	}
+	free(r->open);
+	r->open = NULL;
+	r->nopen = 0;
+	return r->busy;
+}
+
+int
+runner_has_due(struct runner *r)
+{
+	struct spool_entry e;
+	char err[512], **ids;
+	long long now = util_now();
+	int i, n, due = 0;
+
+	if ((n = spool_list(r->sp, &ids, err, sizeof(err))) == -1)
+		return 0;
+	for (i = 0; i < n && !due; i++) {
+		if (spool_entry_peek(r->sp, "queue", ids[i], &e, err,
+		    sizeof(err)) != SPOOL_OPEN_OK)
+			continue;
+		due = e.next_try <= now;
+		spool_entry_close(&e);
+	}
+	spool_free_ids(ids, n);
+	return due;
 }
 
 int
 queue_run(struct config *cfg, int verbose)
 {
 	struct spool sp;
-	struct spool_entry *batch[QUEUE_BATCH];
-	char err[1024], **ids = NULL;
-	size_t nbatch = 0;
-	int i, n, lockfd = -1, rc;
+	struct runner r;
+	char err[1024];
+	long long next_due;
+	int rc, tries;
 
 	if (spool_open(&sp, cfg->queue.dir, err, sizeof(err)) == -1) {
 		log_user("%s", err);
 		return EX_CANTCREAT;
 	}
-	if ((rc = spool_lock_runner(&sp, &lockfd, err, sizeof(err))) != 1) {
+	rc = runner_acquire(&r, cfg, &sp, 0, verbose, NULL, err, sizeof(err));
+	if (rc != 1) {
 		spool_close(&sp);
 		if (rc == 0) {
 			log_debug("another queue runner is active");
@@ -57,38 +405,85 @@ queue_run(struct config *cfg, int verbose)
 		log_user("%s", err);
 		return EX_TEMPFAIL;
 	}
-	if ((n = spool_list(&sp, &ids, err, sizeof(err))) == -1) {
+	/* A message still held by its submitter is worth a short wait. */
+	for (tries = 0; runner_pass(&r, 1, 0, &next_due) && tries < 20;
+	    tries++)
+		(void)poll(NULL, 0, 50);
+	runner_release(&r);
+	spool_close(&sp);
+	return 0;
+}
+
+static volatile sig_atomic_t queue_stop;
+
+static void
+queue_on_signal(int sig)
+{
+	(void)sig;
+	queue_stop = 1;
+}
+
+int
+queue_daemon(struct config *cfg, unsigned long interval, int verbose)
+{
+	struct sigaction sa;
+	struct spool sp;
+	struct runner r;
+	struct pollfd pfd;
+	char err[1024];
+	long long next_due, wait_ms, now, full_at = 0;
+	int busy = 0, rc, full;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = queue_on_signal;	/* no SA_RESTART */
+	(void)sigemptyset(&sa.sa_mask);
+	(void)sigaction(SIGTERM, &sa, NULL);
+	(void)sigaction(SIGINT, &sa, NULL);
+	(void)sigaction(SIGHUP, &sa, NULL);
+	if (spool_open(&sp, cfg->queue.dir, err, sizeof(err)) == -1) {
 		log_user("%s", err);
-		(void)close(lockfd);
+		return EX_CANTCREAT;
+	}
+	rc = runner_acquire(&r, cfg, &sp, 1, verbose, &queue_stop, err,
+	    sizeof(err));
+	if (rc == -1) {
+		log_user("%s", err);
 		spool_close(&sp);
 		return EX_TEMPFAIL;
 	}
-	for (i = 0; i < n; i++) {
-		struct spool_entry *e = xmalloc(sizeof(*e));
-
-		switch (spool_entry_open(&sp, ids[i], e, err, sizeof(err))) {
-		case SPOOL_OPEN_OK:
-			batch[nbatch++] = e;
-			if (nbatch == QUEUE_BATCH)
-				queue_flush_batch(cfg, &sp, batch, &nbatch,
-				    verbose);
-			continue;
-		case SPOOL_OPEN_BAD:
-			log_warnx("%s: %s; moved to corrupt/", ids[i], err);
-			(void)spool_quarantine(&sp, ids[i]);
+	if (rc == 1)
+		log_info("queue runner started: %s, every %lus, rate %u/s",
+		    sp.dir, interval, cfg->queue.rate);
+	while (rc == 1 && !queue_stop) {
+		/* The whole queue on schedule; in between only new mail. */
+		now = util_monotonic_ms();
+		full = now >= full_at || busy;
+		busy = runner_pass(&r, 0, !full, &next_due);
+		if (full)
+			full_at = util_monotonic_ms() + (long long)interval * 1000;
+		if (queue_stop)
 			break;
-		case SPOOL_OPEN_ERROR:
-			log_warnx("%s: %s", ids[i], err);
-			break;
-		case SPOOL_OPEN_BUSY:
-		case SPOOL_OPEN_GONE:
-			break;
+		now = util_now();
+		wait_ms = full_at - util_monotonic_ms();
+		if (next_due > 0 && (next_due - now) * 1000 < wait_ms) {
+			/* A retry is due before the next full pass. */
+			full_at = util_monotonic_ms() + (next_due > now ?
+			    (next_due - now) * 1000 : 0);
+			wait_ms = full_at - util_monotonic_ms();
 		}
-		free(e);
+		if (busy)
+			wait_ms = 50;	/* its submitter lets go soon */
+		if (wait_ms < 0)
+			wait_ms = 0;
+		pfd.fd = r.ifd;
+		pfd.events = POLLIN;
+		(void)poll(&pfd, r.ifd != -1 ? 1 : 0, (int)(wait_ms > 86400000 ?
+		    86400000 : wait_ms));
 	}
-	queue_flush_batch(cfg, &sp, batch, &nbatch, verbose);
-	spool_free_ids(ids, n);
-	(void)close(lockfd);
+	if (rc == 1) {
+		log_info("queue runner stopping");
+		runner_release(&r);
+	}
 	spool_close(&sp);
 	return 0;
 }

@@ -49,7 +49,17 @@ struct relay_state {
 	int			 authenticated;
 	int			 auth_failed;
 	char			 auth_reply[RELAY_TEXT_MAX];
+	const struct relay_pacer *pacer;
+	int			 greeting;	/* the first reply's code */
+	char			 greeting_text[RELAY_TEXT_MAX];
+	struct relay_msg	**msgs;		/* every message of the session */
+	size_t			 nmsgs;
+	size_t			 added;		/* of those, in the session */
+	int			 interrupted;
+	int			 setup_failed;
 };
+
+static int relay_add(smtp_session_t, struct relay_state *, struct relay_msg *);
 
 static void
 relay_alarm(int sig)
@@ -108,6 +118,21 @@ relay_absorb_tickets(struct relay_state *rs)
 	}
 }
 
+/* Passes a reply to the pacer's note hook, as "451 4.7.1 text". */
+static void
+relay_note(struct relay_state *rs, const smtp_status_t *st)
+{
+	char text[RELAY_TEXT_MAX], buf[RELAY_TEXT_MAX - 8];
+
+	if (rs->pacer == NULL || rs->pacer->note == NULL || st == NULL ||
+	    st->code == 0)
+		return;
+	util_sanitize(buf, sizeof(buf), st->text != NULL ? st->text : "",
+	    st->text != NULL ? strlen(st->text) : 0);
+	(void)util_snprintf(text, sizeof(text), "%d %s", st->code, buf);
+	rs->pacer->note(rs->pacer->arg, text);
+}
+
 static void
 relay_event(smtp_session_t session, int event, void *arg, ...)
 {
@@ -116,7 +141,6 @@ relay_event(smtp_session_t session, int event, void *arg, ...)
 	va_list ap;
 	int *ok;
 
-	(void)session;
 	va_start(ap, arg);
 	switch (event) {
 	case SMTP_EV_CONNECT:
@@ -179,12 +203,52 @@ relay_event(smtp_session_t session, int event, void *arg, ...)
 		*quit = 0;
 		break;
 	}
-	case SMTP_EV_MESSAGESENT:
-		m = smtp_message_get_application_data(va_arg(ap,
-		    smtp_message_t));
-		if (m != NULL)
-			m->data_sent = 1;
+	case SMTP_EV_MAILSTATUS: {
+		/* The last message has started: add one more behind it, so
+		 * the session goes on whatever becomes of this one (a message
+		 * refused at RCPT ends without MESSAGESENT). */
+		const struct relay_pacer *p = rs->pacer;
+		struct relay_msg *more;
+		smtp_message_t sm;
+
+		(void)va_arg(ap, const char *);
+		sm = va_arg(ap, smtp_message_t);
+		relay_note(rs, smtp_reverse_path_status(sm));
+		m = smtp_message_get_application_data(sm);
+		if (p != NULL && p->feed != NULL && m != NULL &&
+		    m->index + 1 == rs->added && !rs->interrupted &&
+		    (more = p->feed(p->arg)) != NULL &&
+		    relay_add(session, rs, more) == -1)
+			rs->setup_failed = 1;
 		break;
+	}
+	case SMTP_EV_RCPTSTATUS: {
+		smtp_recipient_t r;
+
+		(void)va_arg(ap, const char *);
+		r = va_arg(ap, smtp_recipient_t);
+		relay_note(rs, smtp_recipient_status(r));
+		break;
+	}
+	case SMTP_EV_MESSAGESENT: {
+		/* Fired after the final reply: pace the next message here,
+		 * and top the session up while it is open. */
+		smtp_message_t sm = va_arg(ap, smtp_message_t);
+		const struct relay_pacer *p = rs->pacer;
+
+		m = smtp_message_get_application_data(sm);
+		relay_note(rs, smtp_message_transfer_status(sm));
+		if (p == NULL || m == NULL)
+			break;
+		if (p->sent != NULL)
+			p->sent(p->arg);
+		if (m->index + 1 < rs->added && p->wait != NULL &&
+		    p->wait(p->arg) == -1) {
+			rs->interrupted = 1;
+			relay_cut(rs);
+		}
+		break;
+	}
 	default:
 		break;
 	}
@@ -245,6 +309,12 @@ relay_monitor(const char *buf, int len, int writing, void *arg)
 	}
 	if (rs->verbose)
 		relay_transcript("<<<", buf, len);
+	if (rs->greeting == 0 && len >= 3) {
+		rs->greeting = (buf[0] - '0') * 100 + (buf[1] - '0') * 10 +
+		    (buf[2] - '0');
+		util_sanitize(rs->greeting_text, sizeof(rs->greeting_text), buf,
+		    (size_t)len);
+	}
 	if (!rs->in_auth || len < 3)
 		return;
 	if (buf[0] == '3')
@@ -297,6 +367,9 @@ relay_message_cb(void **ctx, int *len, void *arg)
 		return NULL;
 	}
 	if (m->pos >= m->data_len || m->read_error) {
+		/* Everything went out; libESMTP sends the final dot next. */
+		if (!m->read_error)
+			m->data_sent = 1;
 		*len = 0;
 		return NULL;
 	}
@@ -392,9 +465,39 @@ relay_fail(struct relay_session *out, enum relay_failure f, const char *fmt,
 	va_end(ap);
 }
 
+/* Adds one message to the session (also while it runs).  0 or -1. */
+static int
+relay_add(smtp_session_t session, struct relay_state *rs, struct relay_msg *m)
+{
+	smtp_message_t sm;
+	size_t j;
+
+	m->chunk = xmalloc(RELAY_CHUNK);
+	m->state = rs;
+	m->index = rs->added;
+	rs->msgs = xreallocarray(rs->msgs, rs->nmsgs + 1, sizeof(*rs->msgs));
+	rs->msgs[rs->nmsgs++] = m;
+	if ((sm = smtp_add_message(session)) == NULL ||
+	    !smtp_set_reverse_path(sm, m->sender[0] != '\0' ? m->sender :
+	    NULL) || !smtp_set_messagecb(sm, relay_message_cb, m) ||
+	    !smtp_size_set_estimate(sm, m->data_len))
+		return -1;
+	smtp_message_set_application_data_release(sm, m, NULL);
+	for (j = 0; j < m->nrcpts; j++) {
+		smtp_recipient_t r = smtp_add_recipient(sm, m->rcpts[j].addr);
+
+		if (r == NULL)
+			return -1;
+		smtp_recipient_set_application_data_release(r, &m->rcpts[j],
+		    NULL);
+	}
+	rs->added++;
+	return 0;
+}
+
 void
-relay_deliver(const struct config *cfg, struct relay_msg *msgs, size_t n,
-    int verbose, struct relay_session *out)
+relay_deliver(const struct config *cfg, struct relay_msg **msgs, size_t n,
+    int verbose, const struct relay_pacer *pacer, struct relay_session *out)
 {
 	static const int phases[] = { Timeout_GREETING, Timeout_ENVELOPE,
 		Timeout_DATA, Timeout_TRANSFER, Timeout_DATA2 };
@@ -404,15 +507,16 @@ relay_deliver(const struct config *cfg, struct relay_msg *msgs, size_t n,
 	smtp_session_t session = NULL;
 	char hostport[300], ehlo[256], err[512], why[256];
 	SSL_CTX *ctx = NULL;
-	size_t i, j, added = 0;
+	size_t i, added = 0;
 	int rc, tunnelled = 0;
 
 	memset(out, 0, sizeof(*out));
 	memset(&rs, 0, sizeof(rs));
 	rs.cfg = cfg;
 	rs.verbose = verbose;
+	rs.pacer = pacer;
 	for (i = 0; i < n; i++)
-		msgs[i].chunk = NULL;
+		msgs[i]->chunk = NULL;
 
 	/* Keep libESMTP away from $HOME/.config/libesmtp/. */
 	if (setenv("XDG_CONFIG_DIR", "/nonexistent", 1) == -1) {
@@ -478,39 +582,22 @@ relay_deliver(const struct config *cfg, struct relay_msg *msgs, size_t n,
 		}
 	}
 	for (i = 0; i < n; i++) {
-		struct relay_msg *m = &msgs[i];
-		smtp_message_t sm;
-
-		if (m->nrcpts == 0)
+		if (msgs[i]->nrcpts == 0)
 			continue;
-		m->chunk = xmalloc(RELAY_CHUNK);
-		m->state = &rs;
-		if ((sm = smtp_add_message(session)) == NULL ||
-		    !smtp_set_reverse_path(sm, m->sender[0] != '\0' ?
-		    m->sender : NULL) ||
-		    !smtp_set_messagecb(sm, relay_message_cb, m) ||
-		    !smtp_size_set_estimate(sm, m->data_len)) {
+		if (relay_add(session, &rs, msgs[i]) == -1) {
 			relay_fail(out, RELAY_FAIL_PROTOCOL,
 			    "libESMTP message setup failed");
 			goto done;
 		}
-		smtp_message_set_application_data_release(sm, m, NULL);
-		for (j = 0; j < m->nrcpts; j++) {
-			smtp_recipient_t r = smtp_add_recipient(sm,
-			    m->rcpts[j].addr);
-
-			if (r == NULL) {
-				relay_fail(out, RELAY_FAIL_PROTOCOL,
-				    "libESMTP recipient setup failed");
-				goto done;
-			}
-			smtp_recipient_set_application_data_release(r,
-			    &m->rcpts[j], NULL);
-		}
-		added++;
 	}
+	added = rs.added;
 	if (added == 0)
 		goto done;
+	if (pacer != NULL && pacer->wait != NULL &&
+	    pacer->wait(pacer->arg) == -1) {
+		out->interrupted = 1;
+		goto done;
+	}
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = relay_alarm;	/* no SA_RESTART: EINTR connect() */
@@ -533,6 +620,11 @@ relay_deliver(const struct config *cfg, struct relay_msg *msgs, size_t n,
 		smtp_strerror(smtp_errno(), why, sizeof(why));
 		relay_fail(out, RELAY_FAIL_CONNECT, "cannot connect to %s:%u: "
 		    "%s", cfg->relay.host, cfg->relay.port, why);
+	} else if (rs.greeting != 220) {
+		/* 421 and friends: busy or closed; never the message's fault. */
+		relay_fail(out, RELAY_FAIL_CONNECT, "relay %s greeted with: %s",
+		    cfg->relay.host, rs.greeting ? rs.greeting_text :
+		    "nothing (connection closed)");
 	} else if (cfg->relay.tls == CONFIG_TLS_STARTTLS && !rs.tls_ok) {
 		if (rs.no_starttls)
 			relay_fail(out, RELAY_FAIL_TLS, "relay %s does not "
@@ -554,14 +646,28 @@ relay_deliver(const struct config *cfg, struct relay_msg *msgs, size_t n,
 		    cfg->relay.user, rs.auth_reply);
 	} else if (cfg->relay.user != NULL && !rs.authenticated) {
 		/* Either no AUTH offered, or MAIL answered 530. */
-		for (i = 0; i < n; i++)
-			if (msgs[i].mail_code != 0)
+		for (i = 0; i < rs.nmsgs; i++)
+			if (rs.msgs[i]->mail_code != 0)
 				break;
 		relay_fail(out, RELAY_FAIL_AUTH, "relay did not authenticate "
-		    "%s%s%s", cfg->relay.user, i < n ? ": " : " (no AUTH "
-		    "PLAIN or LOGIN offered?)", i < n ? msgs[i].mail_text : "");
+		    "%s%s%s", cfg->relay.user, i < rs.nmsgs ? ": " : " (no "
+		    "AUTH PLAIN or LOGIN offered?)", i < rs.nmsgs ?
+		    rs.msgs[i]->mail_text : "");
+	}
+	if (out->failure == RELAY_FAIL_NONE && !rs.interrupted) {
+		/* Nothing reached MAIL and we do not know why: a failure, so
+		 * that the messages back off rather than retry at once. */
+		for (i = 0; i < rs.nmsgs; i++)
+			if (rs.msgs[i]->mail_code != 0)
+				break;
+		if (i == rs.nmsgs) {
+			smtp_strerror(smtp_errno(), why, sizeof(why));
+			relay_fail(out, RELAY_FAIL_PROTOCOL, "session with %s "
+			    "ended before MAIL: %s", cfg->relay.host, why);
+		}
 	}
 	out->authenticated = rs.authenticated;
+	out->interrupted = rs.interrupted;
 done:
 	if (session != NULL)
 		(void)smtp_destroy_session(session);
@@ -571,8 +677,9 @@ done:
 	if (tunnelled)
 		tunnel_stop(&tun);
 	SSL_CTX_free(ctx);
-	for (i = 0; i < n; i++) {
-		free(msgs[i].chunk);
-		msgs[i].chunk = NULL;
+	for (i = 0; i < rs.nmsgs; i++) {
+		free(rs.msgs[i]->chunk);
+		rs.msgs[i]->chunk = NULL;
 	}
+	free(rs.msgs);
 }

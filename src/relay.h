@@ -39,12 +39,13 @@ struct relay_msg {
 	char		 mail_text[RELAY_TEXT_MAX];
 	int		 data_code;	/* reply after the final dot */
 	char		 data_text[RELAY_TEXT_MAX];
-	int		 data_sent;	/* the final dot went out */
+	int		 data_sent;	/* all data went out (then the dot) */
 	int		 read_error;	/* the spool could not be read */
 	/* Private to relay.c. */
 	size_t		 pos;
 	char		*chunk;
 	void		*state;
+	size_t		 index;
 };
 
 enum relay_failure {
@@ -59,15 +60,33 @@ struct relay_session {
 	enum relay_failure failure;
 	char		 reason[512];	/* sanitised, for logs and stderr */
 	int		 authenticated;
+	int		 interrupted;	/* the pacer said stop */
+};
+
+/*
+ * Hooks into a running session.  wait() is called before the first
+ * message and after each final reply, before the next (-1: stop the
+ * session there); sent() when a message got its final reply; note() with
+ * every MAIL, RCPT and final reply ("451 4.7.1 ..."); feed(), when the
+ * last message of the session is done, may return one more message to
+ * send on the same connection (NULL: none).  Any hook may be NULL.
+ */
+struct relay_pacer {
+	int		(*wait)(void *arg);
+	void		(*sent)(void *arg);
+	void		(*note)(void *arg, const char *reply);
+	struct relay_msg *(*feed)(void *arg);
+	void		*arg;
 };
 
 /*
  * Delivers msgs in one session.  Never fails as a whole: a session-level
  * failure is reported in out->failure, message and recipient outcomes in
  * msgs.  cfg->relay.password must be loaded.  verbose prints the SMTP
- * dialogue on stderr with the AUTH exchange hidden.
+ * dialogue on stderr with the AUTH exchange hidden.  pacer may be NULL.
  */
-void	relay_deliver(const struct config *cfg, struct relay_msg *msgs,
-	    size_t n, int verbose, struct relay_session *out);
+void	relay_deliver(const struct config *cfg, struct relay_msg **msgs,
+	    size_t n, int verbose, const struct relay_pacer *pacer,
+	    struct relay_session *out);
 
 #endif

@@ -27,6 +27,8 @@
  *	last 451 4.7.1 Try again later
  *	rcpt 0 done 250 2.0.0 Ok
  *	rcpt 1 failed 550 5.1.1 No such user
+ *	reported 1			a DSN went out for recipient 1
+ *	atrcpt 1			it was refused at RCPT
  *
  * Commit (spool_commit): write tmp/ID, fsync, close (checked), reopen and
  * lock it, link it as queue/ID (link(2) never replaces an existing file),
@@ -257,7 +259,7 @@ spool_abort_current(void)
 
 int
 spool_commit(struct spool *s, struct spool_writer *w, int eightbit,
-    struct spool_entry *e, char *err, size_t errlen)
+    int lock, struct spool_entry *e, char *err, size_t errlen)
 {
 	char num[32], path[4096], qdir[4096];
 	size_t data_len = (size_t)(w->pos + (off_t)w->len - w->data_off);
@@ -279,8 +281,8 @@ spool_commit(struct spool *s, struct spool_writer *w, int eightbit,
 	if (rc == -1)
 		goto fail;
 	/* Lock before it becomes visible: the submitter delivers it. */
-	if ((fd = open(w->tmppath, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1 ||
-	    flock(fd, LOCK_EX) == -1)
+	if (lock && ((fd = open(w->tmppath, O_RDONLY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1 || flock(fd, LOCK_EX) == -1))
 		goto fail;
 	if (spool_path(path, sizeof(path), s, "queue", w->id, NULL) == -1 ||
 	    spool_path(qdir, sizeof(qdir), s, "queue", NULL, NULL) == -1) {
@@ -445,10 +447,10 @@ done:
 	return rc;
 }
 
-/* Reads ID.state if there is one.  0, or -1 with err. */
+/* Reads dir/ID.state if there is one.  0, or -1 with err. */
 static int
-spool_parse_state(struct spool *s, struct spool_entry *e, char *err,
-    size_t errlen)
+spool_parse_state(struct spool *s, const char *dir, struct spool_entry *e,
+    char *err, size_t errlen)
 {
 	char path[4096], line[SPOOL_TEXT_MAX + 64];
 	unsigned long ul, idx, code;
@@ -458,7 +460,7 @@ spool_parse_state(struct spool *s, struct spool_entry *e, char *err,
 	char *end;
 
 	e->rstate = xcalloc(e->rcpts.n, sizeof(*e->rstate));
-	if (spool_path(path, sizeof(path), s, "queue", e->id, ".state") == -1)
+	if (spool_path(path, sizeof(path), s, dir, e->id, ".state") == -1)
 		return -1;
 	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1) {
 		if (errno == ENOENT)
@@ -488,6 +490,14 @@ spool_parse_state(struct spool *s, struct spool_entry *e, char *err,
 			e->next_try = (long long)ul;
 		} else if ((v = spool_field(line, "last")) != NULL) {
 			(void)util_strlcpy(e->last, v, sizeof(e->last));
+		} else if ((v = spool_field(line, "reported")) != NULL) {
+			if (util_parse_ulong(v, 0, e->rcpts.n - 1, &idx) == -1)
+				goto bad;
+			e->rstate[idx].reported = 1;
+		} else if ((v = spool_field(line, "atrcpt")) != NULL) {
+			if (util_parse_ulong(v, 0, e->rcpts.n - 1, &idx) == -1)
+				goto bad;
+			e->rstate[idx].at_rcpt = 1;
 		} else if ((v = spool_field(line, "rcpt")) != NULL) {
 			struct spool_rcpt_state *rs;
 
@@ -523,16 +533,16 @@ bad:
 	return -1;
 }
 
-enum spool_open_result
-spool_entry_open(struct spool *s, const char *id, struct spool_entry *e,
-    char *err, size_t errlen)
+static enum spool_open_result
+spool_entry_load(struct spool *s, const char *dir, const char *id,
+    struct spool_entry *e, int lock, char *err, size_t errlen)
 {
 	char path[4096];
 	struct stat st, st2;
 
 	memset(e, 0, sizeof(*e));
 	e->fd = -1;
-	if (!spool_is_id(id) || spool_path(path, sizeof(path), s, "queue", id,
+	if (!spool_is_id(id) || spool_path(path, sizeof(path), s, dir, id,
 	    NULL) == -1) {
 		(void)util_snprintf(err, errlen, "bad queue id");
 		return SPOOL_OPEN_BAD;
@@ -553,27 +563,40 @@ spool_entry_open(struct spool *s, const char *id, struct spool_entry *e,
 		spool_entry_close(e);
 		return SPOOL_OPEN_BAD;
 	}
-	if (flock(e->fd, LOCK_EX | LOCK_NB) == -1) {
-		spool_entry_close(e);
-		return errno == EWOULDBLOCK ? SPOOL_OPEN_BUSY :
-		    SPOOL_OPEN_ERROR;
+	if (lock) {
+		if (flock(e->fd, LOCK_EX | LOCK_NB) == -1) {
+			spool_entry_close(e);
+			return errno == EWOULDBLOCK ? SPOOL_OPEN_BUSY :
+			    SPOOL_OPEN_ERROR;
+		}
+		/* The previous holder may have delivered or moved it. */
+		if (stat(path, &st2) == -1 || st2.st_ino != st.st_ino ||
+		    st2.st_dev != st.st_dev || fstat(e->fd, &st) == -1 ||
+		    st.st_nlink == 0) {
+			spool_entry_close(e);
+			return SPOOL_OPEN_GONE;
+		}
 	}
-	/* The previous holder may have delivered or moved it. */
-	if (stat(path, &st2) == -1 || st2.st_ino != st.st_ino ||
-	    st2.st_dev != st.st_dev || fstat(e->fd, &st) == -1 ||
-	    st.st_nlink == 0) {
-		spool_entry_close(e);
-		return SPOOL_OPEN_GONE;
-	}
-	if (spool_parse_envelope(e, id, err, errlen) == -1) {
-		spool_entry_close(e);
-		return SPOOL_OPEN_BAD;
-	}
-	if (spool_parse_state(s, e, err, errlen) == -1) {
+	if (spool_parse_envelope(e, id, err, errlen) == -1 ||
+	    spool_parse_state(s, dir, e, err, errlen) == -1) {
 		spool_entry_close(e);
 		return SPOOL_OPEN_BAD;
 	}
 	return SPOOL_OPEN_OK;
+}
+
+enum spool_open_result
+spool_entry_open(struct spool *s, const char *id, struct spool_entry *e,
+    char *err, size_t errlen)
+{
+	return spool_entry_load(s, "queue", id, e, 1, err, errlen);
+}
+
+enum spool_open_result
+spool_entry_peek(struct spool *s, const char *dir, const char *id,
+    struct spool_entry *e, char *err, size_t errlen)
+{
+	return spool_entry_load(s, dir, id, e, 0, err, errlen);
 }
 
 int
@@ -600,6 +623,10 @@ spool_entry_save(struct spool *s, struct spool_entry *e, char *err,
 			continue;
 		buf_printf(&b, "rcpt %zu %s %d %s\n", i, names[rs->status],
 		    rs->code, rs->text);
+		if (rs->reported)
+			buf_printf(&b, "reported %zu\n", i);
+		if (rs->at_rcpt)
+			buf_printf(&b, "atrcpt %zu\n", i);
 	}
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
@@ -677,6 +704,90 @@ fail:
 }
 
 int
+spool_unfail(struct spool *s, const char *id, char *err, size_t errlen)
+{
+	struct spool_entry e;
+	char from[4096], to[4096];
+	size_t i;
+
+	switch (spool_entry_peek(s, "failed", id, &e, err, errlen)) {
+	case SPOOL_OPEN_OK:
+		break;
+	case SPOOL_OPEN_GONE:
+		errno = ENOENT;
+		(void)util_snprintf(err, errlen, "no failed message %s", id);
+		return -1;
+	default:
+		return -1;
+	}
+	for (i = 0; i < e.rcpts.n; i++) {
+		if (e.rstate[i].status == SPOOL_RCPT_FAILED) {
+			e.rstate[i].status = SPOOL_RCPT_PENDING;
+			e.rstate[i].reported = 0;
+		}
+	}
+	e.next_try = 0;
+	/* A fresh start: min_attempts more tries before it can expire. */
+	e.attempts = 0;
+	/* The new state goes to queue/ first; the message follows. */
+	if (spool_entry_save(s, &e, err, errlen) == -1 ||
+	    spool_path(from, sizeof(from), s, "failed", id, NULL) == -1 ||
+	    spool_path(to, sizeof(to), s, "queue", id, NULL) == -1 ||
+	    rename(from, to) == -1) {
+		if (err[0] == '\0')
+			(void)util_snprintf(err, errlen, "%s: %s", id,
+			    strerror(errno));
+		spool_entry_close(&e);
+		return -1;
+	}
+	if (spool_path(from, sizeof(from), s, "failed", id, ".state") == 0)
+		(void)unlink(from);
+	if (spool_path(to, sizeof(to), s, "queue", NULL, NULL) == 0)
+		(void)util_fsync_dir(to);
+	spool_entry_close(&e);
+	return 0;
+}
+
+int
+spool_remove(struct spool *s, const char *id, char *err, size_t errlen)
+{
+	struct spool_entry e;
+	char path[4096];
+
+	err[0] = '\0';
+	switch (spool_entry_open(s, id, &e, err, errlen)) {
+	case SPOOL_OPEN_OK:
+		if (spool_entry_done(s, &e, err, errlen) == -1) {
+			spool_entry_close(&e);
+			return -1;
+		}
+		spool_entry_close(&e);
+		return 0;
+	case SPOOL_OPEN_BUSY:
+		errno = EBUSY;
+		(void)util_snprintf(err, errlen, "%s is being delivered right "
+		    "now", id);
+		return -1;
+	case SPOOL_OPEN_GONE:
+		break;
+	default:
+		return -1;
+	}
+	if (spool_path(path, sizeof(path), s, "failed", id, NULL) == -1 ||
+	    unlink(path) == -1) {
+		if (errno == ENOENT)
+			(void)util_snprintf(err, errlen, "no message %s", id);
+		else
+			(void)util_snprintf(err, errlen, "%s: %s", path,
+			    strerror(errno));
+		return -1;
+	}
+	if (spool_path(path, sizeof(path), s, "failed", id, ".state") == 0)
+		(void)unlink(path);
+	return 0;
+}
+
+int
 spool_quarantine(struct spool *s, const char *name)
 {
 	char from[4096], to[4096];
@@ -696,13 +807,20 @@ spool_cmp_ids(const void *a, const void *b)
 int
 spool_list(struct spool *s, char ***out, char *err, size_t errlen)
 {
+	return spool_list_dir(s, "queue", out, err, errlen);
+}
+
+int
+spool_list_dir(struct spool *s, const char *dir, char ***out, char *err,
+    size_t errlen)
+{
 	char path[4096], name[SPOOL_ID_LEN + 1];
 	struct dirent *d;
 	char **ids = NULL;
 	int n = 0;
 	DIR *dp;
 
-	if (spool_path(path, sizeof(path), s, "queue", NULL, NULL) == -1 ||
+	if (spool_path(path, sizeof(path), s, dir, NULL, NULL) == -1 ||
 	    (dp = opendir(path)) == NULL) {
 		(void)util_snprintf(err, errlen, "%s: %s", path,
 		    strerror(errno));
@@ -721,7 +839,8 @@ spool_list(struct spool *s, char ***out, char *err, size_t errlen)
 				continue;
 		}
 		if (!spool_is_id(d->d_name)) {
-			(void)spool_quarantine(s, d->d_name);
+			if (strcmp(dir, "queue") == 0)
+				(void)spool_quarantine(s, d->d_name);
 			continue;
 		}
 		ids = xreallocarray(ids, (size_t)n + 1, sizeof(*ids));
@@ -742,6 +861,50 @@ spool_free_ids(char **ids, int n)
 	for (i = 0; i < n; i++)
 		free(ids[i]);
 	free(ids);
+}
+
+int
+spool_waiter_create(struct spool *s, const char *id)
+{
+	char path[4096];
+	int fd;
+
+	if (spool_path(path, sizeof(path), s, "tmp", id, ".wait") == -1 ||
+	    (fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+	    0600)) == -1)
+		return -1;
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		(void)close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+void
+spool_waiter_remove(struct spool *s, const char *id, int fd)
+{
+	char path[4096];
+
+	if (fd == -1)
+		return;
+	if (spool_path(path, sizeof(path), s, "tmp", id, ".wait") == 0)
+		(void)unlink(path);
+	(void)close(fd);
+}
+
+int
+spool_waiter_present(struct spool *s, const char *id)
+{
+	char path[4096];
+	int fd, present;
+
+	if (spool_path(path, sizeof(path), s, "tmp", id, ".wait") == -1 ||
+	    (fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		return 0;
+	/* Lockable means its waiter is gone. */
+	present = flock(fd, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK;
+	(void)close(fd);
+	return present;
 }
 
 int

@@ -32,6 +32,8 @@ struct spool_rcpt_state {
 	enum spool_rcpt_status	status;
 	int			code;
 	char			text[SPOOL_TEXT_MAX];
+	int			reported;	/* failed, and the sender told */
+	int			at_rcpt;	/* refused at RCPT, not at DATA */
 };
 
 struct spool_entry {
@@ -49,6 +51,7 @@ struct spool_entry {
 	long long		 next_try;
 	char			 last[SPOOL_TEXT_MAX];
 	struct spool_rcpt_state	*rstate;	/* one per rcpts.v[] */
+	int			 tried;		/* this run made an attempt */
 };
 
 struct spool_writer {
@@ -86,13 +89,14 @@ int	spool_create(struct spool *, struct spool_writer *, long long arrival,
 /* message_sink for the message data. */
 int	spool_write(void *writer, const char *p, size_t n);
 /*
- * Finishes the file (size, body type, END marker), fsyncs it, locks it,
- * renames it into queue/ and fsyncs the directory: only then is the
- * message accepted.  On success *e is the locked, open entry.
+ * Finishes the file (size, body type, END marker), fsyncs it, links it
+ * into queue/ and fsyncs the directory: only then is the message
+ * accepted.  With lock, *e is the open entry, locked before it became
+ * visible; without, e->fd is -1 and only the id and sizes are set.
  * Returns 0, or -1 with err and errno set and the temporary file removed.
  */
 int	spool_commit(struct spool *, struct spool_writer *, int eightbit,
-	    struct spool_entry *e, char *err, size_t errlen);
+	    int lock, struct spool_entry *e, char *err, size_t errlen);
 /* Removes an unfinished message.  Safe to call twice. */
 void	spool_abort(struct spool_writer *);
 /* For a fatal exit: removes the file being written, if any. */
@@ -109,6 +113,12 @@ enum spool_open_result {
 /* Opens and locks queue/ID and reads its envelope and state. */
 enum spool_open_result spool_entry_open(struct spool *, const char *id,
 	    struct spool_entry *, char *err, size_t errlen);
+/*
+ * Reads queue/ID or failed/ID (dir "queue" or "failed") without locking,
+ * for listings.  Same results as spool_entry_open.
+ */
+enum spool_open_result spool_entry_peek(struct spool *, const char *dir,
+	    const char *id, struct spool_entry *, char *err, size_t errlen);
 void	spool_entry_close(struct spool_entry *);
 
 /* Writes ID.state atomically.  0, or -1 with err. */
@@ -120,6 +130,17 @@ int	spool_entry_done(struct spool *, struct spool_entry *, char *err,
 /* Moves the message and its state to failed/.  0, or -1 with err. */
 int	spool_entry_fail(struct spool *, struct spool_entry *, char *err,
 	    size_t errlen);
+/*
+ * Moves failed/ID back into queue/ with its failed recipients pending
+ * again.  0, or -1 with err (errno ENOENT: no such message).
+ */
+int	spool_unfail(struct spool *, const char *id, char *err, size_t errlen);
+/*
+ * Removes a message from queue/ (taking its lock) or failed/.
+ * 0, -1 with err (errno ENOENT: no such message, EBUSY: being sent).
+ */
+int	spool_remove(struct spool *, const char *id, char *err, size_t errlen);
+
 /* Moves queue/name aside to corrupt/.  0, or -1. */
 int	spool_quarantine(struct spool *, const char *name);
 
@@ -127,11 +148,23 @@ int	spool_quarantine(struct spool *, const char *name);
 int	spool_is_id(const char *name);
 
 /*
- * Lists the IDs in queue/, oldest first; quarantines foreign names.
- * Returns the count (ids to free with spool_free_ids) or -1 with err.
+ * Lists the IDs in queue/ (or failed/ with dir "failed"), oldest first;
+ * in queue/ foreign names are quarantined.  Returns the count (ids to
+ * free with spool_free_ids) or -1 with err.
  */
 int	spool_list(struct spool *, char ***ids, char *err, size_t errlen);
+int	spool_list_dir(struct spool *, const char *dir, char ***ids,
+	    char *err, size_t errlen);
 void	spool_free_ids(char **, int);
+
+/*
+ * A submitter waiting for the runner to deliver its message holds a lock
+ * on tmp/ID.wait, so that the runner leaves telling the sender to the
+ * exit status.  create returns the descriptor (or -1), remove undoes it.
+ */
+int	spool_waiter_create(struct spool *, const char *id);
+void	spool_waiter_remove(struct spool *, const char *id, int fd);
+int	spool_waiter_present(struct spool *, const char *id);
 
 /* Takes the runner lock without waiting: 1 taken, 0 busy, -1 error. */
 int	spool_lock_runner(struct spool *, int *fd, char *err, size_t errlen);

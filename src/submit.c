@@ -1,8 +1,11 @@
 /*
  * submit.c -- accepting a message: envelope, spool, first delivery.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
-#include <netdb.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,33 +17,9 @@
 #include "config.h"
 #include "deliver.h"
 #include "log.h"
+#include "queue.h"
 #include "submit.h"
 #include "util.h"
-
-/* This host's fully qualified name, for bare local names. */
-static char *
-submit_host_domain(void)
-{
-	struct addrinfo hints, *res = NULL;
-	char host[256];
-	char *fqdn;
-
-	if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
-		return xstrdup("localhost");
-	host[sizeof(host) - 1] = '\0';
-	if (strchr(host, '.') != NULL)
-		return xstrdup(host);
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_flags = AI_CANONNAME;
-	if (getaddrinfo(host, NULL, &hints, &res) == 0 && res != NULL &&
-	    res->ai_canonname != NULL && strchr(res->ai_canonname, '.'))
-		fqdn = xstrdup(res->ai_canonname);
-	else
-		fqdn = xstrdup(host);
-	if (res != NULL)
-		freeaddrinfo(res);
-	return fqdn;
-}
 
 int
 submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
@@ -67,18 +46,19 @@ submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
 	pw = getpwuid(getuid());
 	s->login = pw != NULL ? xstrdup(pw->pw_name) :
 	    util_asprintf("uid%lu", (unsigned long)getuid());
-	s->domain = cfg->sender.domain != NULL ?
-	    xstrdup(cfg->sender.domain) : submit_host_domain();
+	s->domain = config_sender_domain(cfg);
 	switch (o->delivery) {
 	case CLI_DELIVERY_FOREGROUND:
-		s->foreground = 1;
+		s->delivery = CONFIG_DELIVERY_FOREGROUND;
+		break;
+	case CLI_DELIVERY_BACKGROUND:
+		s->delivery = CONFIG_DELIVERY_BACKGROUND;
 		break;
 	case CLI_DELIVERY_QUEUE:
-		s->foreground = 0;
+		s->delivery = CONFIG_DELIVERY_QUEUE;
 		break;
 	default:
-		s->foreground = cfg->queue.delivery ==
-		    CONFIG_DELIVERY_FOREGROUND;
+		s->delivery = cfg->queue.delivery;
 		break;
 	}
 	return 0;
@@ -175,37 +155,164 @@ submit_spool_status(int e)
 	    EX_TEMPFAIL : EX_CANTCREAT;
 }
 
-/* The foreground attempt; returns the exit status it implies. */
+/*
+ * The exit status a message's state implies for a waiting caller: 0 when
+ * delivered or still queued (with a warning), 67/69 when refused for
+ * every recipient (then it is in failed/ and no DSN went out).
+ */
 static int
-submit_deliver(struct submit *s, struct spool_entry *e, char *err,
-    size_t errlen)
+submit_outcome(const struct spool_entry *e, char *err, size_t errlen)
 {
-	struct spool_entry *list[1] = { e };
-	struct deliver_result res;
-	size_t i, failed = 0, done = 0;
+	size_t i, pending = 0, failed = 0, done = 0, at_rcpt = 0;
 
-	deliver_entries(s->cfg, &s->spool, list, 1, s->verbose, &res);
 	for (i = 0; i < e->rcpts.n; i++) {
 		done += e->rstate[i].status == SPOOL_RCPT_DONE;
-		failed += e->rstate[i].status == SPOOL_RCPT_FAILED;
+		pending += e->rstate[i].status == SPOOL_RCPT_PENDING;
+		if (e->rstate[i].status == SPOOL_RCPT_FAILED) {
+			failed++;
+			at_rcpt += e->rstate[i].at_rcpt;
+		}
 	}
-	if (res.rcpts_pending > 0) {
+	if (pending > 0) {
 		log_user("%s: delivery deferred, the message stays queued: %s",
 		    e->id, e->last);
 		return 0;
 	}
 	if (failed > 0 && done == 0) {
-		/* Refused for good; the caller learns it now, so no bounce. */
 		(void)util_snprintf(err, errlen, "%s: refused by the relay: %s "
 		    "(kept in failed/)", e->id, e->last);
-		return res.rcpts_refused_at_rcpt == failed ? EX_NOUSER :
-		    EX_UNAVAILABLE;
+		return at_rcpt == failed ? EX_NOUSER : EX_UNAVAILABLE;
 	}
 	for (i = 0; i < e->rcpts.n; i++)
 		if (e->rstate[i].status == SPOOL_RCPT_FAILED)
 			log_user("%s: <%s> refused: %s", e->id, e->rcpts.v[i],
 			    e->rstate[i].text);
 	return 0;
+}
+
+/*
+ * Detaches a child from the caller: its own session, and none of the
+ * caller's pipes, which callers read until EOF (Symfony, subprocess).
+ * A log on stderr stays only where stderr is a terminal or a file.
+ */
+static void
+submit_detach(void)
+{
+	struct stat st;
+	int fd;
+
+	(void)setsid();
+	if ((fd = open("/dev/null", O_RDWR)) != -1) {
+		(void)dup2(fd, 0);
+		(void)dup2(fd, 1);
+		if (!log_to_stderr() || fstat(2, &st) == -1 ||
+		    S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+			(void)dup2(fd, 2);
+		if (fd > 2)
+			(void)close(fd);
+	}
+}
+
+/*
+ * We hold the runner lock: deliver e (locked, open) now, then hand the
+ * rest of the queue to a detached child so the caller gets its answer.
+ */
+static int
+submit_as_runner(struct runner *r, struct spool_entry *e, int tell_caller,
+    char *err, size_t errlen)
+{
+	struct deliver_result res;
+	long long next_due;
+	int rc = 0;
+	pid_t pid;
+
+	runner_deliver(r, &e, 1, tell_caller ? e : NULL, &res);
+	if (tell_caller)
+		rc = submit_outcome(e, err, errlen);
+	spool_entry_close(e);
+	if (res.session.failure == RELAY_FAIL_NONE && runner_has_due(r)) {
+		(void)fflush(NULL);
+		if ((pid = fork()) == 0) {
+			submit_detach();
+			while (runner_pass(r, 0, 0, &next_due))
+				(void)poll(NULL, 0, 50);
+			runner_release(r);
+			_exit(0);
+		}
+		if (pid == -1)
+			log_warn("cannot start a queue runner");
+		/* The child holds the lock now; ours is the same one. */
+		(void)close(r->lockfd);
+		r->lockfd = -1;
+		ratelimit_close(&r->rl);
+		return rc;
+	}
+	runner_release(r);
+	return rc;
+}
+
+/*
+ * Another runner is active: it delivers our message.  Wait for the
+ * outcome (bounded by [queue] wait), or take over if it goes away.
+ */
+static int
+submit_wait(struct submit *s, const char *id, int tell_caller, char *err,
+    size_t errlen)
+{
+	long long deadline = util_monotonic_ms() +
+	    (long long)s->cfg->queue.wait * 1000;
+	struct spool_entry e;
+	struct runner r;
+	char why[512];
+	int waiter = -1, rc = 0;
+
+	if (tell_caller)
+		waiter = spool_waiter_create(&s->spool, id);
+	for (;;) {
+		switch (spool_entry_peek(&s->spool, "queue", id, &e, why,
+		    sizeof(why))) {
+		case SPOOL_OPEN_OK:
+			if (e.attempts > 0) {
+				rc = tell_caller ? submit_outcome(&e, err,
+				    errlen) : 0;
+				spool_entry_close(&e);
+				goto out;
+			}
+			spool_entry_close(&e);
+			break;
+		case SPOOL_OPEN_GONE:
+			if (spool_entry_peek(&s->spool, "failed", id, &e, why,
+			    sizeof(why)) == SPOOL_OPEN_OK) {
+				rc = tell_caller ? submit_outcome(&e, err,
+				    errlen) : 0;
+				spool_entry_close(&e);
+			}
+			goto out;	/* else delivered */
+		default:
+			break;
+		}
+		if (runner_acquire(&r, s->cfg, &s->spool, 0, s->verbose, NULL,
+		    why, sizeof(why)) == 1) {
+			/* The runner is gone without it: our turn. */
+			if (spool_entry_open(&s->spool, id, &e, why,
+			    sizeof(why)) == SPOOL_OPEN_OK) {
+				rc = submit_as_runner(&r, &e, tell_caller, err,
+				    errlen);
+				goto out;
+			}
+			runner_release(&r);
+			continue;	/* look at it again */
+		}
+		if (util_monotonic_ms() > deadline) {
+			log_user("%s: queued; the active queue runner has not "
+			    "reached it within %us", id, s->cfg->queue.wait);
+			goto out;
+		}
+		(void)poll(NULL, 0, 20);
+	}
+out:
+	spool_waiter_remove(&s->spool, id, waiter);
+	return rc;
 }
 
 int
@@ -220,7 +327,9 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	char msgid[SPOOL_ID_LEN + 300], why[512];
 	long long now = util_now();
 	size_t before = rcpts->n, i;
-	int st, rc = EX_SOFTWARE;
+	int st, rc = EX_SOFTWARE, have_runner = 0;
+	struct runner r;
+	pid_t pid;
 
 	memset(&e, 0, sizeof(e));
 	e.fd = -1;
@@ -287,10 +396,16 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 		(void)util_snprintf(err, errlen, "%s", why);
 		goto done;
 	}
-	if (spool_commit(&s->spool, w, msg.eightbit, &e, why,
+	/* Only the runner talks to the relay: are we it? */
+	if (s->delivery == CONFIG_DELIVERY_FOREGROUND)
+		have_runner = runner_acquire(&r, s->cfg, &s->spool, 0,
+		    s->verbose, NULL, why, sizeof(why)) == 1;
+	if (spool_commit(&s->spool, w, msg.eightbit, have_runner, &e, why,
 	    sizeof(why)) == -1) {
 		rc = submit_spool_status(errno);
 		(void)util_snprintf(err, errlen, "%s", why);
+		if (have_runner)
+			runner_release(&r);
 		goto done;
 	}
 	/* From here on the message is safe. */
@@ -301,17 +416,36 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	for (i = 0; i < rcpts->n; i++)
 		addr_list_add(&e.rcpts, rcpts->v[i]);
 	e.rstate = xcalloc(e.rcpts.n, sizeof(*e.rstate));
+	e.last[0] = '\0';
 	log_info("%s: queued from=<%s>, nrcpt=%zu, size=%zu, uid=%lu",
 	    e.id, e.sender, e.rcpts.n, e.data_len, e.uid);
 	rc = 0;
-	if (s->foreground)
-		rc = submit_deliver(s, &e, err, errlen);
+	switch (s->delivery) {
+	case CONFIG_DELIVERY_FOREGROUND:
+		if (have_runner)
+			rc = submit_as_runner(&r, &e, 1, err, errlen);
+		else
+			rc = submit_wait(s, e.id, 1, err, errlen);
+		break;
+	case CONFIG_DELIVERY_BACKGROUND:
+		(void)fflush(NULL);
+		if ((pid = fork()) == 0) {
+			submit_detach();
+			(void)submit_wait(s, e.id, 0, err, errlen);
+			_exit(0);
+		}
+		if (pid == -1)
+			log_warn("%s: queued, but cannot start the delivery",
+			    e.id);
+		break;
+	case CONFIG_DELIVERY_QUEUE:
+		break;
+	}
 done:
 	/* In a dialogue the client goes on after the final dot. */
 	if (rc == EX_DATAERR && end == MESSAGE_END_SMTP)
 		message_drain(&msg, lr);
-	if (e.fd != -1)
-		spool_entry_close(&e);
+	spool_entry_close(&e);
 	free(w);
 	message_free(&msg);
 	return rc;

@@ -12,10 +12,10 @@
 #include "address.h"
 #include "linereader.h"
 #include "message.h"
+#include "config.h"
 #include "spool.h"
 
 struct cli_opts;
-struct config;
 
 struct submit {
 	struct config	*cfg;
@@ -24,7 +24,7 @@ struct submit {
 	char		*login;		/* from getuid(), never $USER */
 	char		*domain;	/* qualifies bare names */
 	const char	*fullname;	/* -F */
-	int		 foreground;	/* deliver right after spooling */
+	enum config_delivery delivery;	/* foreground, background, queue */
 	int		 verbose;
 };
 

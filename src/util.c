@@ -319,6 +319,19 @@ util_wipe(void *p, size_t n)
 		*v++ = 0;
 }
 
+void
+util_format_duration(unsigned long secs, char *buf, size_t len)
+{
+	if (secs >= 86400 && secs % 86400 == 0)
+		(void)util_snprintf(buf, len, "%lud", secs / 86400);
+	else if (secs >= 3600 && secs % 3600 == 0)
+		(void)util_snprintf(buf, len, "%luh", secs / 3600);
+	else if (secs >= 60 && secs % 60 == 0)
+		(void)util_snprintf(buf, len, "%lum", secs / 60);
+	else
+		(void)util_snprintf(buf, len, "%lus", secs);
+}
+
 long long
 util_now(void)
 {

@@ -67,6 +67,9 @@ int	 util_strncaseeq(const char *, const char *, size_t);
 /* Overwrites a secret before it is freed. */
 void	 util_wipe(void *, size_t);
 
+/* Formats seconds as "45s", "30m", "12h" or "5d" (the largest whole unit). */
+void	 util_format_duration(unsigned long secs, char *buf, size_t len);
+
 /* Wall-clock seconds. */
 long long util_now(void);
 /* Monotonic milliseconds. */

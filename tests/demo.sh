@@ -57,8 +57,8 @@ sed 's/^/  /' "$d/relayq.ini"
 say "4. queue a message only (-odq), as cron would call sendmail"
 printf 'Subject: relayq demo\nTo: root\n\nHello from relayq.\n.\nA lone dot above is data with -i.\n' |
 	"$top/relayq" -C "$d/relayq.ini" -FCronDaemon -i -odq root@demo.example
-echo "  queue/ now holds:"
-ls -l "$d/spool/queue" | sed -n '2,$s/^/    /p'
+echo "  the queue (relayq -bp, as mailq shows it):"
+"$top/relayq" -C "$d/relayq.ini" -bp | sed 's/^/    /'
 
 say "5. deliver the queue (relayq -q -v: the SMTP dialogue, credentials hidden)"
 "$top/relayq" -C "$d/relayq.ini" -q -v
@@ -76,5 +76,4 @@ for f in "$d"/received/*.eml; do
 done
 
 say "8. the queue afterwards (empty: everything was delivered)"
-echo "  queue/:  $(ls "$d/spool/queue" | wc -l) files"
-echo "  failed/: $(ls "$d/spool/failed" | wc -l) files"
+"$top/relayq" -C "$d/relayq.ini" -bp | sed 's/^/    /'

@@ -6,7 +6,7 @@ set -eu
 
 PKGS="gcc make pkg-config libesmtp-dev libiniparser-dev libssl-dev
 libcmocka-dev python3 python3-aiosmtpd python3-pytest openssl
-ca-certificates mandoc valgrind"
+ca-certificates mandoc valgrind faketime"
 
 missing=""
 for p in $PKGS; do

@@ -7,11 +7,14 @@ failure, never a skip.
 """
 
 import base64
+import concurrent.futures
+import json
 import os
 import pwd
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,6 +44,12 @@ SECRET_FORMS = [
     base64.b64encode(RELAY_USER.encode() + b"\0" + RELAY_USER.encode() + b"\0"
                      + SECRET.encode()),
 ]
+
+
+def faketime(offset):
+    """(wrap, env) running relayq under libfaketime with the wall clock moved
+    by offset (e.g. "+6d"); the monotonic clock stays real."""
+    return ["faketime", "-f", offset], {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 def login_name():
@@ -138,6 +147,8 @@ class Relayq:
         os.makedirs(self.spool, mode=0o700, exist_ok=True)
         self.ini = os.path.join(str(tmp_path), "relayq.ini")
         self.port = None          # relay port used when config has none
+        self._nproc = 0
+        self._procs = []
 
     def default_config(self):
         return {
@@ -178,10 +189,7 @@ class Relayq:
         os.chmod(path or self.ini, 0o600)
         return text
 
-    def __call__(self, args=(), stdin=b"", config=None, relay=None, env=None,
-                 timeout=60, ini=None, write=True):
-        """Runs `relayq -C <ini> args...` and returns the CompletedProcess
-        (stdout/stderr bytes).  relay= sets the port; config= overrides."""
+    def _prepare(self, args, config, relay, env, ini, write, wrap, prog):
         if relay is not None:
             self.port = relay.port
         if write and ini is None:
@@ -191,17 +199,96 @@ class Relayq:
         e.update(USER="not-the-login", LOGNAME="not-the-login")
         if env:
             e.update(env)
-        cp = subprocess.run([self.bin, "-C", ini or self.ini, *args],
-                            input=stdin, stdout=subprocess.PIPE,
+        return [*wrap, prog or self.bin, "-C", ini or self.ini, *args], e
+
+    def __call__(self, args=(), stdin=b"", config=None, relay=None, env=None,
+                 timeout=60, ini=None, write=True, check_tmp=True, wrap=(),
+                 prog=None):
+        """Runs `relayq -C <ini> args...` and returns the CompletedProcess
+        (stdout/stderr bytes).  relay= sets the port; config= overrides.
+        write=False keeps the ini file as it is (needed when runs overlap);
+        check_tmp=False skips the tmp/ check (other runs may be writing);
+        wrap= prefixes the command (e.g. faketime); prog= runs another path
+        to the binary (e.g. a symlink named mailq)."""
+        cmd, e = self._prepare(args, config, relay, env, ini, write, wrap, prog)
+        cp = subprocess.run(cmd, input=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=e, timeout=timeout)
+        self.check_run(cp, check_tmp)
+        return cp
+
+    def check_run(self, cp, check_tmp=True):
         # Checked after every run, whatever the test: the password (plain or
         # as any AUTH blob) never appears, and tmp/ is left empty.
         for needle in SECRET_FORMS:
             assert needle not in cp.stdout and needle not in cp.stderr, \
                 "relay password leaked (%r)\n%s" % (needle, fmt(cp))
-        assert self.tmp_files() == [], "tmp/ not empty after a run: %r\n%s" % (
-            self.tmp_files(), fmt(cp))
-        return cp
+        if check_tmp:
+            assert self.tmp_files() == [], "tmp/ not empty after a run: %r\n%s" % (
+                self.tmp_files(), fmt(cp))
+
+    def popen(self, args=(), stdin=b"", config=None, relay=None, env=None,
+              ini=None, write=True, wrap=(), prog=None):
+        """Starts relayq in the background (stdout/stderr go to files, so a
+        chatty daemon never blocks); returns a Proc: .proc is the Popen,
+        .finish(timeout) waits and returns a CompletedProcess (after the
+        same password check as a normal run), .stderr() reads it so far."""
+        cmd, e = self._prepare(args, config, relay, env, ini, write, wrap, prog)
+        self._nproc += 1
+        base = os.path.join(str(self.tmp_path), "proc%d" % self._nproc)
+        with open(base + ".in", "wb") as f:
+            f.write(stdin)
+        fin = open(base + ".in", "rb")
+        fout = open(base + ".out", "wb")
+        ferr = open(base + ".err", "wb")
+        try:
+            p = subprocess.Popen(cmd, stdin=fin, stdout=fout, stderr=ferr, env=e)
+        finally:
+            fin.close()
+            fout.close()
+            ferr.close()
+        proc = Proc(self, p, cmd, base)
+        self._procs.append(proc)
+        return proc
+
+    def link(self, name):
+        """A symlink named name to the binary (argv[0] selects the mode)."""
+        d = os.path.join(str(self.tmp_path), "bin")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, name)
+        if not os.path.islink(path):
+            os.symlink(os.path.abspath(self.bin), path)
+        return path
+
+    def queue_messages(self, n, rcpt="rcpt@example.com", args=("-odq",), workers=4,
+              subject="queued %d", extra=()):
+        """Queues n distinct messages (Message-ID <queued-N@example.com>) with
+        `relayq -odq` (several runs at a time); the config must already be
+        written.  Returns their Message-IDs in order."""
+        def one(i):
+            stdin = ("To: %s\nSubject: %s\nMessage-ID: <queued-%d@example.com>\n\n"
+                     "body %d\n" % (rcpt, subject % i, i, i)).encode()
+            cp = self([*args, *extra, rcpt], stdin, write=False, check_tmp=False)
+            assert cp.returncode == 0, fmt(cp)
+            return "<queued-%d@example.com>" % i
+        with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+            mids = list(ex.map(one, range(n)))
+        assert self.tmp_files() == []
+        return mids
+
+    def queue_list(self, **kw):
+        """`relayq -C ini queue list --json`, parsed."""
+        cp = self(["queue", "list", "--json"], write=False, **kw)
+        assert cp.returncode == 0, fmt(cp)
+        try:
+            return json.loads(cp.stdout)
+        except ValueError:
+            raise AssertionError("queue list --json: not JSON\n%s" % fmt(cp))
+
+    def stop_all(self):
+        for proc in self._procs:
+            if proc.proc.poll() is None:
+                proc.proc.kill()
+                proc.proc.wait(10)
 
     # ---- spool inspection
     def _ids(self, sub):
@@ -230,9 +317,43 @@ class Relayq:
             return f.read()
 
 
+class Proc:
+    """A relayq started by Relayq.popen()."""
+
+    def __init__(self, rq, proc, cmd, base):
+        self.rq, self.proc, self.cmd, self.base = rq, proc, cmd, base
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stderr(self):
+        with open(self.base + ".err", "rb") as f:
+            return f.read()
+
+    def finish(self, timeout=30, check_tmp=False):
+        """Waits for the exit (a timeout is a test failure, and kills it)."""
+        t = time.monotonic()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError("relayq still running after %.1fs: %r\nstderr=%r"
+                                 % (time.monotonic() - t, self.cmd, self.stderr()[-3000:]))
+        with open(self.base + ".out", "rb") as f:
+            out = f.read()
+        cp = subprocess.CompletedProcess(self.cmd, self.proc.returncode, out,
+                                         self.stderr())
+        self.rq.check_run(cp, check_tmp)
+        return cp
+
+
 @pytest.fixture
 def relayq(tmp_path, certs):
-    return Relayq(tmp_path, certs)
+    rq = Relayq(tmp_path, certs)
+    yield rq
+    rq.stop_all()
 
 
 def fmt(cp):

@@ -19,20 +19,47 @@ With a user configured, AUTH PLAIN and LOGIN are offered; a wrong login or
 password gets "535 5.7.8 ..." and MAIL without successful AUTH gets
 "530 5.7.0 Authentication required".
 
-Fault injection (may be changed while running): mail_reply=(code, text),
-rcpt_replies={addr: (code, text)} (addr compared case-insensitively),
-data_reply=(code, text) for the reply after the final dot.
+Fault injection (constructor keywords or attributes; may be changed while
+running, from any thread).  A reply is (code, text) or a "CODE text" string;
+None means the normal 2xx answer.
+  greeting_reply=(421, "4.3.2 try later")
+                   answered to each new connection instead of the 220
+                   greeting, then the connection is closed.
+  mail_reply       reply to every MAIL.
+  mail_replies     list, one item consumed per MAIL; when empty, mail_reply.
+  rcpt_replies     {addr: reply} (addr compared case-insensitively); a value
+                   that is a list is consumed one item per RCPT of that
+                   address and, once empty, the address gets 250:
+                   {"a@x": [(451, "4.3.0 later")]} -> 451 once, then 250.
+  data_reply       reply after the final dot, for every message.
+  data_replies     list, one item consumed per message (after the final
+                   dot); when empty, data_reply.
+  drop_after_data=N
+                   the next N messages: after the final dot the connection
+                   is cut (TCP, no TLS close_notify) WITHOUT a reply; such a
+                   message is recorded in `dropped`, never in `messages`,
+                   and consumes no data_replies item.
+  reply_delay      seconds to wait before the reply to the final dot (the
+                   message is recorded, with its arrival time, before it).
+  auth_fail=True   every AUTH gets "535 5.7.8 ...", whatever the password.
 
 Recorded (thread-safe; the properties return copies):
-  connections      TCP connections accepted
+  connections      TCP connections accepted; connection n (1-based, in
+                   accept order) is "conn" n in the records below
   tls_handshakes   completed TLS handshakes (STARTTLS or implicit)
-  auth_attempts    [{"mechanism", "login", "success", "tls"}] (never a password)
+  auth_attempts    [{"mechanism", "login", "success", "tls", "conn"}]
+                   (never a password)
+  auth_successes   number of successful AUTHs
   commands         [(VERB, tls_active)] for every command line read
   messages         accepted messages: [{"mail_from", "rcpt_tos", "data",
-                   "time", "mail_options", "rcpt_options", "tls", "auth_login"}]
-                   data = bytes exactly as received, after dot-unstuffing
+                   "time", "mail_options", "rcpt_options", "tls", "auth_login",
+                   "conn"}]; data = bytes exactly as received, after
+                   dot-unstuffing; time = time.time() at the final dot;
+                   conn = the connection (SMTP session) that carried it
   rejected         messages refused after DATA (same shape + "reply")
+  dropped          messages cut off by drop_after_data (same shape)
   errors           exceptions seen by the event loop (for debugging)
+  per_connection() {conn: number of accepted messages}
 
 Command line (for `make demo`; runs until SIGTERM/SIGINT):
   /usr/bin/python3 fakerelay.py --cert C --key K --user U --password-file F \
@@ -40,6 +67,7 @@ Command line (for `make demo`; runs until SIGTERM/SIGINT):
 """
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -69,6 +97,20 @@ def _fmt_reply(r):
     return "%d %s" % (code, text)
 
 
+def _is_refusal(r):
+    return r is not None and int(_fmt_reply(r)[:3]) >= 300
+
+
+def _raw_transport(server):
+    """The TCP transport under a (possibly TLS) SMTP session."""
+    if server._original_transport is not None:      # after STARTTLS
+        return server._original_transport
+    t = server.transport
+    ssl_proto = getattr(t, "_ssl_protocol", None)    # implicit TLS
+    inner = getattr(ssl_proto, "_transport", None)
+    return inner if inner is not None else t
+
+
 class _Handler:
     def __init__(self, relay):
         self.relay = relay
@@ -76,17 +118,16 @@ class _Handler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.relay.user is not None and not session.authenticated:
             return "530 5.7.0 Authentication required"
-        r = self.relay.mail_reply
-        if r is not None and int(_fmt_reply(r)[:3]) >= 300:
+        r = self.relay._next_mail_reply()
+        if _is_refusal(r):
             return _fmt_reply(r)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        replies = {k.lower(): v for k, v in (self.relay.rcpt_replies or {}).items()}
-        r = replies.get(address.lower())
-        if r is not None and int(_fmt_reply(r)[:3]) >= 300:
+        r = self.relay._next_rcpt_reply(address)
+        if _is_refusal(r):
             return _fmt_reply(r)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -106,27 +147,48 @@ class _Handler:
             "auth_login": (session.login_data.decode("utf-8", "replace")
                            if isinstance(session.login_data, bytes)
                            else session.login_data),
+            "conn": server._fr_conn,
         }
-        r = relay.data_reply
-        if r is not None and int(_fmt_reply(r)[:3]) >= 300:
+        if relay._take_drop():
+            relay._record("dropped", rec)
+            # Cut the TCP connection under any TLS layer, without a reply:
+            # connection_lost() then cancels this coroutine.
+            _raw_transport(server).abort()
+            await asyncio.sleep(3600)
+            return "421 4.4.2 not reached"
+        r = relay._next_data_reply()
+        if _is_refusal(r):
             rec["reply"] = _fmt_reply(r)
             relay._record("rejected", rec)
-            return _fmt_reply(r)
-        n = relay._record_message(rec)
-        return "250 2.0.0 OK queued as FAKE%04d" % n
+            status = _fmt_reply(r)
+        else:
+            n = relay._record_message(rec)
+            status = "250 2.0.0 OK queued as FAKE%04d" % n
+        delay = relay.reply_delay
+        if delay:
+            await asyncio.sleep(delay)
+        return status
 
 
 class _RecordingSMTP(SMTP):
     """aiosmtpd's SMTP, plus bookkeeping for FakeRelay."""
 
-    def __init__(self, relay, probe, *args, **kwargs):
+    def __init__(self, relay, probe, conn, *args, **kwargs):
         self._fr_relay = relay
         self._fr_probe = probe
+        self._fr_conn = conn
         self._fr_reader_wrapped = False
         super().__init__(*args, **kwargs)
 
     def _fr_tls_active(self):
         return self._fr_relay.mode == "tls" or self._tls_protocol is not None
+
+    async def _handle_client(self):
+        r = None if self._fr_probe else self._fr_relay.greeting_reply
+        if r is None:
+            return await super()._handle_client()
+        await self.push(_fmt_reply(r))
+        self.transport.close()
 
     def connection_made(self, transport):
         starttls_done = self._original_transport is not None
@@ -166,9 +228,9 @@ class _Controller(Controller):
 
     def factory(self):
         probe = self._fr_in_trigger
-        if not probe:
-            self._fr_relay._bump("connections")
-        return _RecordingSMTP(self._fr_relay, probe, self.handler, **self.SMTP_kwargs)
+        conn = 0 if probe else self._fr_relay._bump("connections")
+        return _RecordingSMTP(self._fr_relay, probe, conn, self.handler,
+                              **self.SMTP_kwargs)
 
     def _run(self, ready_event):
         self.loop.set_exception_handler(
@@ -186,7 +248,9 @@ class FakeRelay:
     def __init__(self, mode="starttls", cert=None, key=None, user=None,
                  password=None, host="127.0.0.1", port=0,
                  mail_reply=None, rcpt_replies=None, data_reply=None,
-                 hostname="fakerelay.test", on_message=None, ssl_context=None):
+                 hostname="fakerelay.test", on_message=None, ssl_context=None,
+                 greeting_reply=None, mail_replies=None, data_replies=None,
+                 drop_after_data=0, reply_delay=0, auth_fail=False):
         if mode not in MODES:
             raise ValueError("mode must be one of %s" % (MODES,))
         if mode in ("starttls", "tls") and ssl_context is None and not (cert and key):
@@ -200,6 +264,12 @@ class FakeRelay:
         self.mail_reply = mail_reply
         self.rcpt_replies = dict(rcpt_replies or {})
         self.data_reply = data_reply
+        self.greeting_reply = greeting_reply
+        self.mail_replies = list(mail_replies or [])
+        self.data_replies = list(data_replies or [])
+        self.drop_after_data = drop_after_data
+        self.reply_delay = reply_delay
+        self.auth_fail = auth_fail
         self.on_message = on_message
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -217,11 +287,41 @@ class FakeRelay:
         with self._lock:
             self._stats = {"connections": 0, "tls_handshakes": 0}
             self._lists = {"auth_attempts": [], "commands": [], "messages": [],
-                           "rejected": [], "errors": []}
+                           "rejected": [], "dropped": [], "errors": []}
 
     def _bump(self, name):
         with self._lock:
             self._stats[name] += 1
+            return self._stats[name]
+
+    # ---- fault injection state (read on the event loop thread) -------------
+    def _next_mail_reply(self):
+        with self._lock:
+            if self.mail_replies:
+                return self.mail_replies.pop(0)
+            return self.mail_reply
+
+    def _next_rcpt_reply(self, address):
+        with self._lock:
+            for k, v in (self.rcpt_replies or {}).items():
+                if k.lower() == address.lower():
+                    if isinstance(v, list):
+                        return v.pop(0) if v else None
+                    return v
+            return None
+
+    def _next_data_reply(self):
+        with self._lock:
+            if self.data_replies:
+                return self.data_replies.pop(0)
+            return self.data_reply
+
+    def _take_drop(self):
+        with self._lock:
+            if self.drop_after_data and self.drop_after_data > 0:
+                self.drop_after_data -= 1
+                return True
+            return False
 
     def _record(self, name, item):
         with self._cond:
@@ -250,7 +350,19 @@ class FakeRelay:
     commands = property(lambda self: self._get("commands"))
     messages = property(lambda self: self._get("messages"))
     rejected = property(lambda self: self._get("rejected"))
+    dropped = property(lambda self: self._get("dropped"))
     errors = property(lambda self: self._get("errors"))
+
+    @property
+    def auth_successes(self):
+        return sum(1 for a in self.auth_attempts if a["success"])
+
+    def per_connection(self):
+        """{conn: number of accepted messages it carried}."""
+        out = {}
+        for m in self.messages:
+            out[m["conn"]] = out.get(m["conn"], 0) + 1
+        return out
 
     def verbs(self, tls=None):
         """Command verbs seen, optionally only those with tls_active == tls."""
@@ -277,12 +389,13 @@ class FakeRelay:
         password = getattr(auth_data, "password", None)
         ok = (self.user is not None and login is not None
               and login.decode("utf-8", "replace") == self.user
-              and password == self._password)
+              and password == self._password and not self.auth_fail)
         self._record("auth_attempts", {
             "mechanism": mechanism,
             "login": login.decode("utf-8", "replace") if login is not None else None,
             "success": bool(ok),
             "tls": server._fr_tls_active(),
+            "conn": server._fr_conn,
         })
         del password
         # Keep the login only: session.auth_data must not hold the password.

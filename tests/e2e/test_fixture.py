@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -225,3 +226,169 @@ def test_cli(tmp_path, certs):
     assert content.startswith(b"X-FakeRelay-Mail-From: <a@example.com>\r\n")
     assert content.endswith(MSG)
     assert SECRET.encode() not in out + content
+
+
+# ---- fault injection for the queue tests (fakerelay additions) ---------------
+
+def _session(r, certs):
+    s = smtplib.SMTP("127.0.0.1", r.port, timeout=10)
+    s.starttls(context=client_ctx(certs))
+    s.login(RELAY_USER, SECRET)
+    return s
+
+
+def _msg(n):
+    return (b"From: a@example.com\r\nTo: b@example.com\r\nMessage-ID: <m%d@example.com>"
+            b"\r\nSubject: m%d\r\n\r\nbody %d\r\n" % (n, n, n))
+
+
+def test_greeting_reply_then_normal(relay, certs):
+    r = relay(greeting_reply=(421, "4.3.2 try later"))
+    with pytest.raises(smtplib.SMTPConnectError) as ei:
+        smtplib.SMTP("127.0.0.1", r.port, timeout=10)
+    assert ei.value.smtp_code == 421 and ei.value.smtp_error == b"4.3.2 try later"
+    assert r.connections == 1 and r.verbs() == [] and r.tls_handshakes == 0
+    r.greeting_reply = None
+    with _session(r, certs) as s:
+        s.sendmail("a@example.com", ["b@example.com"], _msg(1))
+    assert r.connections == 2 and r.messages[0]["conn"] == 2
+    assert r.errors == []
+
+
+def test_reply_lists_consumed_per_command(relay, certs):
+    r = relay(data_replies=[(451, "4.3.0 later"), (554, "5.6.0 no")],
+              rcpt_replies={"B@example.com": [(451, "4.2.1 busy"), (550, "5.1.1 gone")],
+                            "fixed@example.com": (550, "5.1.1 always")},
+              mail_replies=[(451, "4.3.5 not now"), None])
+    with _session(r, certs) as s:
+        with pytest.raises(smtplib.SMTPSenderRefused) as ei:   # MAIL item 1
+            s.sendmail("a@example.com", ["c@example.com"], _msg(0))
+        assert ei.value.smtp_code == 451
+        with pytest.raises(smtplib.SMTPDataError) as ei:       # DATA item 1
+            s.sendmail("a@example.com", ["b@example.com", "c@example.com"], _msg(1))
+        assert (ei.value.smtp_code, ei.value.smtp_error) == (451, b"4.3.0 later")
+        with pytest.raises(smtplib.SMTPDataError) as ei:       # DATA item 2
+            s.sendmail("a@example.com", ["b@example.com", "c@example.com",
+                                         "fixed@example.com"], _msg(2))
+        assert ei.value.smtp_code == 554
+        # every list is used up: b gets 250, fixed keeps its fixed reply,
+        # DATA falls back to data_reply (None: accepted)
+        refused = s.sendmail("a@example.com", ["b@example.com", "fixed@example.com"],
+                             _msg(3))
+        assert refused == {"fixed@example.com": (550, b"5.1.1 always")}
+    assert [x["reply"] for x in r.rejected] == ["451 4.3.0 later", "554 5.6.0 no"]
+    # the RCPT list of b was consumed: 451 (message 1), 550 (message 2)
+    assert [x["rcpt_tos"] for x in r.rejected] == [["c@example.com"], ["c@example.com"]]
+    msgs = r.messages
+    assert [m["rcpt_tos"] for m in msgs] == [["b@example.com"]]
+    assert msgs[0]["data"] == _msg(3) and msgs[0]["conn"] == 1
+    assert r.rcpt_replies["B@example.com"] == [] and r.mail_replies == []
+    assert r.data_replies == []
+    r.data_reply = (452, "4.3.1 full")       # fallback once the list is empty
+    with _session(r, certs) as s:
+        with pytest.raises(smtplib.SMTPDataError) as ei:
+            s.sendmail("a@example.com", ["c@example.com"], _msg(4))
+        assert ei.value.smtp_code == 452
+    assert r.errors == []
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+def test_drop_after_data(relay, certs, mode):
+    r = relay(mode=mode, drop_after_data=1)
+
+    def session():
+        if mode == "tls":
+            s = smtplib.SMTP_SSL("127.0.0.1", r.port, timeout=10,
+                                 context=client_ctx(certs))
+            s.login(RELAY_USER, SECRET)
+            return s
+        return _session(r, certs)
+
+    s = session()
+    try:
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            s.sendmail("a@example.com", ["b@example.com"], _msg(1))
+    finally:
+        s.close()
+    drop = r.dropped
+    assert len(drop) == 1 and drop[0]["data"] == _msg(1) and drop[0]["conn"] == 1
+    assert drop[0]["rcpt_tos"] == ["b@example.com"]
+    assert r.messages == [] and r.rejected == [] and r.drop_after_data == 0
+    with session() as s:                     # only the next N messages
+        assert s.sendmail("a@example.com", ["b@example.com"], _msg(1)) == {}
+        assert s.sendmail("a@example.com", ["b@example.com"], _msg(2)) == {}
+    assert [(m["data"], m["conn"]) for m in r.messages] == [(_msg(1), 2), (_msg(2), 2)]
+    assert r.per_connection() == {2: 2}
+    assert len(r.dropped) == 1 and r.connections == 2 and r.auth_successes == 2
+    time.sleep(0.2)
+    assert r.errors == []
+
+
+def test_reply_delay_and_arrival_time(relay, certs):
+    r = relay(reply_delay=0.6)
+    with _session(r, certs) as s:
+        t0 = time.time()
+        s.sendmail("a@example.com", ["b@example.com"], _msg(1))
+        t1 = time.time()
+        r.reply_delay = 0
+        s.sendmail("a@example.com", ["b@example.com"], _msg(2))
+        t2 = time.time()
+    assert t1 - t0 >= 0.6
+    assert t2 - t1 < 0.5
+    m1, m2 = r.messages
+    # time = arrival of the final dot, i.e. before the delayed reply
+    assert t0 <= m1["time"] <= t1 - 0.5
+    assert t1 <= m2["time"] <= t2
+
+
+def test_auth_fail_and_counters(relay, certs):
+    r = relay(auth_fail=True)
+    s = smtplib.SMTP("127.0.0.1", r.port, timeout=10)
+    s.starttls(context=client_ctx(certs))
+    s.ehlo()
+    s.user, s.password = RELAY_USER, SECRET
+    with pytest.raises(smtplib.SMTPAuthenticationError) as ei:
+        s.auth("PLAIN", s.auth_plain)
+    assert ei.value.smtp_code == 535 and ei.value.smtp_error.startswith(b"5.7.8")
+    code, _ = s.docmd("MAIL FROM:<a@example.com>")
+    assert code == 530
+    s.quit()
+    assert r.auth_successes == 0
+    assert [(a["success"], a["conn"]) for a in r.auth_attempts] == [(False, 1)]
+    r.auth_fail = False
+    for n in range(2):
+        with _session(r, certs) as s:
+            for k in range(n + 1):
+                s.sendmail("a@example.com", ["b@example.com"], _msg(10 * n + k))
+    assert r.connections == 3 and r.tls_handshakes == 3 and r.auth_successes == 2
+    assert r.per_connection() == {2: 1, 3: 2}
+    assert [m["conn"] for m in r.messages] == [2, 3, 3]
+
+
+def test_concurrent_sessions_recorded_per_connection(relay, certs):
+    r = relay()
+    errors = []
+
+    def worker(n):
+        try:
+            with _session(r, certs) as s:
+                for k in range(5):
+                    s.sendmail("a@example.com", ["b@example.com"], _msg(100 * n + k))
+        except Exception as e:       # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    msgs = r.wait_for_messages(40)
+    assert len(msgs) == 40 and r.connections == 8
+    assert sorted(r.per_connection().values()) == [5] * 8
+    by_conn = {}
+    for m in msgs:
+        by_conn.setdefault(m["conn"], set()).add(int(m["data"].split(b"body ")[1]) // 100)
+    assert all(len(v) == 1 for v in by_conn.values()), by_conn
+    times = [m["time"] for m in msgs]
+    assert times == sorted(times)

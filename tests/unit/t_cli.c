@@ -24,6 +24,9 @@ struct cli_case {
 	size_t		 nrcpts;
 	const char	*first_rcpt;
 	const char	*err_has;
+	unsigned long	 interval;
+	int		 json;
+	const char	*queue_id;
 };
 
 static const struct cli_case cases[] = {
@@ -83,8 +86,33 @@ static const struct cli_case cases[] = {
 	    .err_has = "body type" },
 	{ .name = "-bd refused", .argv = { "sendmail", "-bd" },
 	    .err_has = "unsupported mode" },
-	{ .name = "-q1m not yet", .argv = { "sendmail", "-q1m" },
-	    .err_has = "not supported" },
+	{ .name = "-q1m daemon", .argv = { "sendmail", "-q1m" }, .ok = 1,
+	    .mode = CLI_QUEUE_DAEMON, .dot_ends = 1, .interval = 60 },
+	{ .name = "-q30s daemon", .argv = { "sendmail", "-q30s" }, .ok = 1,
+	    .mode = CLI_QUEUE_DAEMON, .dot_ends = 1, .interval = 30 },
+	{ .name = "bad interval", .argv = { "sendmail", "-qsoon" },
+	    .err_has = "bad queue interval" },
+	{ .name = "-odb", .argv = { "sendmail", "-odb", "a@b.example" },
+	    .ok = 1, .dot_ends = 1, .delivery = CLI_DELIVERY_BACKGROUND,
+	    .nrcpts = 1 },
+	{ .name = "-bp", .argv = { "sendmail", "-bp" }, .ok = 1,
+	    .mode = CLI_QUEUE_LIST, .dot_ends = 1 },
+	{ .name = "mailq", .argv = { "/usr/bin/mailq" }, .ok = 1,
+	    .mode = CLI_QUEUE_LIST, .dot_ends = 1 },
+	{ .name = "queue list --json", .argv = { "relayq", "-C", "/x.ini",
+	    "queue", "list", "--json" }, .ok = 1, .mode = CLI_QUEUE_LIST,
+	    .dot_ends = 1, .config = "/x.ini", .json = 1 },
+	{ .name = "queue retry", .argv = { "/usr/sbin/relayq", "queue",
+	    "retry", "0123" }, .ok = 1, .mode = CLI_QUEUE_RETRY,
+	    .dot_ends = 1, .queue_id = "0123" },
+	{ .name = "queue remove", .argv = { "relayq", "queue", "remove",
+	    "0123" }, .ok = 1, .mode = CLI_QUEUE_REMOVE, .dot_ends = 1,
+	    .queue_id = "0123" },
+	{ .name = "queue bad verb", .argv = { "relayq", "queue", "flush" },
+	    .err_has = "usage: relayq queue" },
+	{ .name = "as sendmail, queue is a recipient", .argv = { "sendmail",
+	    "queue" }, .ok = 1, .dot_ends = 1, .nrcpts = 1,
+	    .first_rcpt = "queue" },
 	{ .name = "bad -od", .argv = { "sendmail", "-odx" },
 	    .err_has = "delivery mode" },
 };
@@ -129,6 +157,10 @@ test_cases(void **state)
 			assert_string_equal(o.config_path, c->config);
 		if (c->first_rcpt)
 			assert_string_equal(o.rcpts[0], c->first_rcpt);
+		assert_int_equal(o.interval, c->interval);
+		assert_int_equal(o.json, c->json);
+		if (c->queue_id)
+			assert_string_equal(o.queue_id, c->queue_id);
 	}
 }
 

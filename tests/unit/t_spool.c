@@ -15,26 +15,11 @@
 
 #include "spool.h"
 
-static char dir[64];
+#include "t_tmpdir.h"
 
-static int
-setup(void **state)
-{
-	(void)state;
-	(void)snprintf(dir, sizeof(dir), "/tmp/t_spool.XXXXXX");
-	assert_non_null(mkdtemp(dir));
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	char cmd[128];
-
-	(void)state;
-	(void)snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	return system(cmd) == 0 ? 0 : -1;
-}
+#define dir t_dir
+#define setup t_tmpdir_setup
+#define teardown t_tmpdir_teardown
 
 /* Spools "data" for two recipients and returns the committed entry. */
 static void
@@ -51,7 +36,7 @@ spool_one(struct spool *sp, struct spool_entry *e, const char *data)
 	assert_int_equal(spool_create(sp, w, 1764133000, "s@example.com", &r,
 	    err, sizeof(err)), 0);
 	assert_int_equal(spool_write(w, data, strlen(data)), 0);
-	assert_int_equal(spool_commit(sp, w, 1, e, err, sizeof(err)), 0);
+	assert_int_equal(spool_commit(sp, w, 1, 1, e, err, sizeof(err)), 0);
 	assert_true(spool_is_id(e->id));
 	assert_int_equal(e->data_len, strlen(data));
 	addr_list_free(&r);

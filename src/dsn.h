@@ -1,0 +1,24 @@
+/*
+ * dsn.h -- delivery status notifications (RFC 3464) for refused or
+ * expired recipients, queued as ordinary messages with the null sender.
+ */
+#ifndef RELAYQ_DSN_H
+#define RELAYQ_DSN_H
+
+#include <stddef.h>
+
+struct config;
+struct spool;
+struct spool_entry;
+
+/*
+ * Queues one DSN to e->sender about the recipients i with marked[i] set
+ * (failed ones; their state text is the diagnostic).  expired says the
+ * queue lifetime ran out (Status 4.4.7).  Never for a null sender: the
+ * caller checks.  Returns 0 with the new queue id in id, or -1 with err.
+ */
+int	dsn_queue(const struct config *, struct spool *,
+	    const struct spool_entry *e, const char *marked, int expired,
+	    char *id, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,243 @@
+/*
+ * queuectl.c -- looking at and steering the queue.
+ *
+ * Listing reads entries without locking them, so it never waits for a
+ * delivery in progress; what it shows may be a moment old.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "buf.h"
+#include "config.h"
+#include "log.h"
+#include "queuectl.h"
+#include "spool.h"
+#include "util.h"
+
+static const char *const queuectl_status[] = { "pending", "done", "failed" };
+
+/* Appends s as a JSON string. */
+static void
+queuectl_json_str(struct buf *b, const char *s)
+{
+	buf_append(b, "\"", 1);
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			buf_printf(b, "\\%c", c);
+		else if (c < 0x20)
+			buf_printf(b, "\\u%04x", c);
+		else
+			buf_append(b, s, 1);
+	}
+	buf_append(b, "\"", 1);
+}
+
+static void
+queuectl_json_entry(struct buf *b, const struct spool_entry *e,
+    const char *queue)
+{
+	size_t i;
+
+	buf_printf(b, "{\"id\":\"%s\",\"queue\":\"%s\",\"arrival\":%lld,"
+	    "\"size\":%zu,\"sender\":", e->id, queue, e->arrival, e->data_len);
+	queuectl_json_str(b, e->sender);
+	buf_printf(b, ",\"attempts\":%lu,\"next_try\":%lld,\"last_reply\":",
+	    e->attempts, e->next_try);
+	queuectl_json_str(b, e->last);
+	buf_puts(b, ",\"recipients\":[");
+	for (i = 0; i < e->rcpts.n; i++) {
+		buf_puts(b, i ? ",{\"address\":" : "{\"address\":");
+		queuectl_json_str(b, e->rcpts.v[i]);
+		buf_printf(b, ",\"status\":\"%s\",\"code\":%d,\"reply\":",
+		    queuectl_status[e->rstate[i].status], e->rstate[i].code);
+		queuectl_json_str(b, e->rstate[i].text);
+		buf_puts(b, "}");
+	}
+	buf_puts(b, "]}");
+}
+
+static void
+queuectl_age(char *buf, size_t len, long long secs)
+{
+	if (secs < 0)
+		secs = 0;
+	if (secs < 120)
+		(void)util_snprintf(buf, len, "%llds", secs);
+	else if (secs < 7200)
+		(void)util_snprintf(buf, len, "%lldm", secs / 60);
+	else if (secs < 172800)
+		(void)util_snprintf(buf, len, "%lldh", secs / 3600);
+	else
+		(void)util_snprintf(buf, len, "%lldd", secs / 86400);
+}
+
+static void
+queuectl_text_entry(struct buf *b, const struct spool_entry *e,
+    const char *queue, long long now)
+{
+	char age[16], next[32];
+	size_t i;
+
+	queuectl_age(age, sizeof(age), now - e->arrival);
+	if (strcmp(queue, "failed") == 0)
+		(void)util_strlcpy(next, "failed", sizeof(next));
+	else if (e->next_try <= now)
+		(void)util_strlcpy(next, "now", sizeof(next));
+	else {
+		queuectl_age(age[0] ? next + 3 : next, sizeof(next) - 3,
+		    e->next_try - now);
+		memcpy(next, "in ", 3);
+	}
+	buf_printf(b, "%-20s %9zu %5s %8lu  %-8s <%s>\n", e->id, e->data_len,
+	    age, e->attempts, next, e->sender);
+	for (i = 0; i < e->rcpts.n; i++) {
+		const struct spool_rcpt_state *rs = &e->rstate[i];
+
+		buf_printf(b, "    <%s> %s%s%s%s\n", e->rcpts.v[i],
+		    queuectl_status[rs->status], rs->text[0] ? " (" : "",
+		    rs->text, rs->text[0] ? ")" : "");
+	}
+}
+
+int
+queuectl_list(struct config *cfg, int json)
+{
+	static const char *const dirs[] = { "queue", "failed" };
+	struct spool sp;
+	struct spool_entry e;
+	struct buf out;
+	char err[1024], **ids;
+	long long now = util_now();
+	size_t d, count[2] = { 0, 0 }, bytes = 0;
+	int i, n, first = 1;
+
+	if (spool_open(&sp, cfg->queue.dir, err, sizeof(err)) == -1) {
+		log_user("%s", err);
+		return EX_CANTCREAT;
+	}
+	buf_init(&out);
+	if (json)
+		buf_puts(&out, "[");
+	else
+		buf_printf(&out, "%-20s %9s %5s %8s  %-8s %s\n", "Queue ID",
+		    "Size", "Age", "Attempts", "Next try", "Sender/Recipients");
+	for (d = 0; d < 2; d++) {
+		if ((n = spool_list_dir(&sp, dirs[d], &ids, err,
+		    sizeof(err))) == -1) {
+			log_user("%s", err);
+			buf_free(&out);
+			spool_close(&sp);
+			return EX_TEMPFAIL;
+		}
+		for (i = 0; i < n; i++) {
+			if (spool_entry_peek(&sp, dirs[d], ids[i], &e, err,
+			    sizeof(err)) != SPOOL_OPEN_OK)
+				continue;
+			count[d]++;
+			bytes += e.data_len;
+			if (json) {
+				if (!first)
+					buf_puts(&out, ",");
+				queuectl_json_entry(&out, &e, d == 0 ?
+				    "queued" : "failed");
+			} else
+				queuectl_text_entry(&out, &e, dirs[d], now);
+			first = 0;
+			spool_entry_close(&e);
+		}
+		spool_free_ids(ids, n);
+	}
+	if (json)
+		buf_puts(&out, "]\n");
+	else
+		buf_printf(&out, "-- %zu queued, %zu failed, %zu bytes\n",
+		    count[0], count[1], bytes);
+	(void)fwrite(out.data, 1, out.len, stdout);
+	buf_free(&out);
+	spool_close(&sp);
+	if (fflush(stdout) == EOF)
+		return EX_IOERR;
+	return 0;
+}
+
+/* Checks the id and opens the spool.  0, or an exit code. */
+static int
+queuectl_open(struct config *cfg, const char *id, struct spool *sp)
+{
+	char err[1024];
+
+	if (!spool_is_id(id)) {
+		log_user("%s: not a queue id", id);
+		return EX_DATAERR;
+	}
+	if (spool_open(sp, cfg->queue.dir, err, sizeof(err)) == -1) {
+		log_user("%s", err);
+		return EX_CANTCREAT;
+	}
+	return 0;
+}
+
+int
+queuectl_retry(struct config *cfg, const char *id)
+{
+	struct spool sp;
+	struct spool_entry e;
+	char err[1024] = "";
+	int rc;
+
+	if ((rc = queuectl_open(cfg, id, &sp)) != 0)
+		return rc;
+	switch (spool_entry_open(&sp, id, &e, err, sizeof(err))) {
+	case SPOOL_OPEN_OK:
+		e.next_try = 0;
+		if (spool_entry_save(&sp, &e, err, sizeof(err)) == -1) {
+			log_user("%s", err);
+			rc = EX_TEMPFAIL;
+		} else
+			log_user("%s: due now", id);
+		spool_entry_close(&e);
+		break;
+	case SPOOL_OPEN_BUSY:
+		log_user("%s is being delivered right now", id);
+		break;
+	case SPOOL_OPEN_GONE:
+		if (spool_unfail(&sp, id, err, sizeof(err)) == -1) {
+			if (errno == ENOENT)
+				log_user("%s: no such message", id);
+			else
+				log_user("%s", err);
+			rc = errno == ENOENT ? EX_DATAERR : EX_TEMPFAIL;
+		} else
+			log_user("%s: back in the queue", id);
+		break;
+	default:
+		log_user("%s", err);
+		rc = EX_TEMPFAIL;
+		break;
+	}
+	spool_close(&sp);
+	return rc;
+}
+
+int
+queuectl_remove(struct config *cfg, const char *id)
+{
+	struct spool sp;
+	char err[1024] = "";
+	int rc;
+
+	if ((rc = queuectl_open(cfg, id, &sp)) != 0)
+		return rc;
+	if (spool_remove(&sp, id, err, sizeof(err)) == -1) {
+		log_user("%s", err);
+		rc = errno == ENOENT ? EX_DATAERR : EX_TEMPFAIL;
+	} else
+		log_user("%s: removed", id);
+	spool_close(&sp);
+	return rc;
+}

@@ -34,6 +34,13 @@ addr_list_free(struct addr_list *l)
 }
 
 void
+addr_list_truncate(struct addr_list *l, size_t n)
+{
+	while (l->n > n)
+		free(l->v[--l->n]);
+}
+
+void
 addr_list_add(struct addr_list *l, const char *a)
 {
 	size_t i;
@@ -362,4 +369,74 @@ int
 addr_is_local_name(const char *a)
 {
 	return strchr(a, '@') == NULL && addr_is_local_part(a, strlen(a));
+}
+
+void
+addr_display_name(const char *s, size_t len, char *out, size_t outlen)
+{
+	size_t i, j = 0, lt = len, start, end;
+	int quoted = 0;
+
+	if (outlen == 0)
+		return;
+	out[0] = '\0';
+	/* The '<' outside quotes and comments, if any. */
+	for (i = 0; i < len; i++) {
+		if (s[i] == '\\' && i + 1 < len)
+			i++;
+		else if (s[i] == '"')
+			quoted = !quoted;
+		else if (s[i] == '(' && !quoted) {
+			if ((i = addr_skip_comment(s, len, i)) == (size_t)-1)
+				return;
+			i--;
+		} else if (s[i] == '<' && !quoted) {
+			lt = i;
+			break;
+		}
+	}
+	if (lt < len) {
+		start = 0;
+		end = lt;
+	} else {
+		/* "a@b (Name)": the comment. */
+		const char *c = memchr(s, '(', len);
+		size_t k;
+
+		if (c == NULL)
+			return;
+		start = (size_t)(c - s) + 1;
+		k = addr_skip_comment(s, len, start - 1);
+		if (k == (size_t)-1)
+			return;
+		end = k - 1;
+	}
+	while (start < end && (s[start] == ' ' || s[start] == '\t' ||
+	    s[start] == '\r' || s[start] == '\n'))
+		start++;
+	while (end > start && (s[end - 1] == ' ' || s[end - 1] == '\t' ||
+	    s[end - 1] == '\r' || s[end - 1] == '\n'))
+		end--;
+	for (i = start; i < end && j + 1 < outlen; i++) {
+		if (s[i] == '"')
+			continue;
+		if (s[i] == '\\' && i + 1 < end)
+			i++;
+		out[j++] = (s[i] == '\r' || s[i] == '\n' || s[i] == '\t') ?
+		    ' ' : s[i];
+	}
+	out[j] = '\0';
+}
+
+void
+addr_quote_phrase(struct buf *b, const char *s)
+{
+	buf_append(b, "\"", 1);
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			buf_append(b, "\\", 1);
+		if ((unsigned char)*s >= 0x20 && *s != 0x7f)
+			buf_append(b, s, 1);
+	}
+	buf_append(b, "\"", 1);
 }

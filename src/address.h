@@ -16,6 +16,8 @@ struct addr_list {
 
 void	addr_list_init(struct addr_list *);
 void	addr_list_free(struct addr_list *);
+/* Drops the entries from index n on. */
+void	addr_list_truncate(struct addr_list *, size_t n);
 /* Appends a copy of a unless an equal address is already there. */
 void	addr_list_add(struct addr_list *, const char *a);
 
@@ -36,6 +38,16 @@ int	addr_list_parse(const char *s, size_t len, struct addr_list *out,
  * check; addr_is_mailbox() is the shape check.
  */
 int	addr_check_safe(const char *a, char *err, size_t errlen);
+
+/*
+ * The display name of one mailbox: the phrase of "Name <a@b>" (quotes
+ * removed), else the first comment of "a@b (Name)", else "".
+ */
+void	addr_display_name(const char *s, size_t len, char *out, size_t outlen);
+
+/* Appends s as an RFC 5322 quoted-string (control characters dropped). */
+struct buf;
+void	addr_quote_phrase(struct buf *, const char *s);
 
 /* 1 if a is local@domain with a sane local part and domain. */
 int	addr_is_mailbox(const char *a);

@@ -89,6 +89,42 @@ cli_parse_o(struct cli_opts *o, const char *arg, char *err, size_t errlen)
 	return 0;
 }
 
+/* -N: "never", or a comma list of success, failure and delay. */
+static int
+cli_check_notify(const char *v)
+{
+	const char *p = v;
+	size_t n;
+
+	if (util_strcaseeq(v, "never"))
+		return 0;
+	while (*p != '\0') {
+		n = strcspn(p, ",");
+		if (!((n == 7 && util_strncaseeq(p, "success", 7)) ||
+		    (n == 7 && util_strncaseeq(p, "failure", 7)) ||
+		    (n == 5 && util_strncaseeq(p, "delay", 5))))
+			return -1;
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return p == v ? -1 : 0;
+}
+
+/* -V: an ENVID is printable ASCII without spaces (RFC 3461 4.4). */
+static int
+cli_check_envid(const char *v)
+{
+	size_t n = strlen(v), i;
+
+	if (n == 0 || n > 100)
+		return -1;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
+			return -1;
+	return 0;
+}
+
 /* relayq queue list [--json] | retry ID | remove ID */
 static int
 cli_parse_queue(struct cli_opts *o, char *err, size_t errlen)
@@ -232,12 +268,39 @@ cli_parse(int argc, char **argv, struct cli_opts *o, char *err, size_t errlen)
 				else if (*p == 'C')
 					o->config_path = v;
 				else if (*p == 'B') {
-					if (!util_strcaseeq(v, "8BITMIME") &&
-					    !util_strcaseeq(v, "7BIT")) {
+					if (util_strcaseeq(v, "8BITMIME"))
+						o->body8bit = 1;
+					else if (util_strcaseeq(v, "7BIT"))
+						o->body8bit = 0;
+					else {
 						(void)util_snprintf(err, errlen,
 						    "unknown body type -B %s", v);
 						return -1;
 					}
+				} else if (*p == 'N') {
+					if (cli_check_notify(v) == -1) {
+						(void)util_snprintf(err, errlen,
+						    "-N takes never, or a list of "
+						    "success, failure and delay");
+						return -1;
+					}
+					o->dsn_notify = v;
+				} else if (*p == 'R') {
+					if (!util_strcaseeq(v, "full") &&
+					    !util_strcaseeq(v, "hdrs")) {
+						(void)util_snprintf(err, errlen,
+						    "-R takes full or hdrs");
+						return -1;
+					}
+					o->dsn_ret = v;
+				} else if (*p == 'V') {
+					if (cli_check_envid(v) == -1) {
+						(void)util_snprintf(err, errlen,
+						    "-V takes up to 100 printable "
+						    "characters");
+						return -1;
+					}
+					o->dsn_envid = v;
 				} else
 					cli_note_ignored(o, arg);
 				break;

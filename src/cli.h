@@ -38,6 +38,10 @@ struct cli_opts {
 	const char	 *fullname;		/* -F, or NULL */
 	const char	 *config_path;		/* -C, or NULL */
 	unsigned long	  interval;		/* -qINTERVAL, seconds */
+	const char	 *dsn_notify;		/* -N never|success,failure,delay */
+	const char	 *dsn_ret;		/* -R full|hdrs */
+	const char	 *dsn_envid;		/* -V envid */
+	int		  body8bit;		/* -B 8BITMIME */
 	int		  json;			/* queue list --json */
 	const char	 *queue_id;		/* queue retry|remove ID */
 	char		**rcpts;		/* operands, may hold comma lists */

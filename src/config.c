@@ -20,11 +20,12 @@
 
 #include <iniparser.h>
 
+#include "address.h"
 #include "config.h"
 #include "util.h"
 
 enum config_type { T_STRING, T_PORT, T_SECONDS, T_TLS, T_DELIVERY, T_LOG,
-	T_RATE, T_LIFETIME, T_COUNT, T_RETRY };
+	T_RATE, T_LIFETIME, T_COUNT, T_RETRY, T_REWRITE, T_BOOL };
 
 struct config_key {
 	const char	*section;
@@ -55,6 +56,9 @@ static const struct config_key config_keys[] = {
 	{ "queue", "session_max", T_COUNT, "100", OFF(queue.session_max) },
 	{ "queue", "wait", T_SECONDS, "2m", OFF(queue.wait) },
 	{ "sender", "domain", T_STRING, NULL, OFF(sender.domain) },
+	{ "sender", "address", T_STRING, NULL, OFF(sender.address) },
+	{ "sender", "rewrite", T_REWRITE, "local", OFF(sender.rewrite) },
+	{ "sender", "reply_to", T_BOOL, "no", OFF(sender.reply_to) },
 	{ "log", "target", T_LOG, "auto", OFF(log.target) },
 };
 #undef OFF
@@ -76,6 +80,11 @@ static const struct config_enum config_enums[] = {
 	{ T_LOG, "auto", LOG_TARGET_AUTO },
 	{ T_LOG, "syslog", LOG_TARGET_SYSLOG },
 	{ T_LOG, "stderr", LOG_TARGET_STDERR },
+	{ T_REWRITE, "local", CONFIG_REWRITE_LOCAL },
+	{ T_REWRITE, "always", CONFIG_REWRITE_ALWAYS },
+	{ T_REWRITE, "never", CONFIG_REWRITE_NEVER },
+	{ T_BOOL, "yes", 1 },
+	{ T_BOOL, "no", 0 },
 	{ 0, NULL, 0 }
 };
 
@@ -163,10 +172,17 @@ config_error(char *err, size_t errlen, const char *path, const char *section,
 	(void)vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 	line = config_find_line(path, section, key);
-	if (path == NULL)
-		(void)util_snprintf(err, errlen, "RELAYQ_%s_%s: %s",
-		    section, key, what);
-	else if (line > 0)
+	if (path == NULL) {
+		/* From the environment: name the variable as it is set. */
+		char var[160];
+		size_t i;
+
+		(void)util_snprintf(var, sizeof(var), "RELAYQ_%s_%s", section,
+		    key);
+		for (i = 0; var[i] != '\0'; i++)
+			var[i] = (char)toupper((unsigned char)var[i]);
+		(void)util_snprintf(err, errlen, "%s: %s", var, what);
+	} else if (line > 0)
 		(void)util_snprintf(err, errlen, "%s:%d: [%s] %s: %s",
 		    path, line, section, key, what);
 	else
@@ -236,7 +252,9 @@ config_set(struct config *cfg, const struct config_key *k, const char *val,
 		return 0;
 	case T_TLS:
 	case T_DELIVERY:
-	case T_LOG: {
+	case T_LOG:
+	case T_REWRITE:
+	case T_BOOL: {
 		const struct config_enum *e;
 
 		for (e = config_enums; e->name != NULL; e++)
@@ -261,6 +279,8 @@ bad:
 			[T_LIFETIME] = "a duration from 1m to 365d (e.g. 5d)",
 			[T_COUNT] = "a whole number from 1 to 100000",
 			[T_RETRY] = "a duration from 1s to 7d (e.g. 1m, 1h)",
+			[T_REWRITE] = "local, always or never",
+			[T_BOOL] = "yes or no",
 		};
 		char shown[64];
 
@@ -284,11 +304,12 @@ config_check_unknown(dictionary *d, const char *path, char *err, size_t errlen)
 		int j, nkeys;
 		size_t k, known = 0;
 
-		if (sec == NULL)
-			continue;
+		if (sec == NULL || strcmp(sec, "aliases") == 0)
+			continue;	/* any local name is a key there */
 		for (k = 0; k < UTIL_ARRAYLEN(config_keys); k++)
 			if (strcmp(config_keys[k].section, sec) == 0)
 				known = 1;
+		known |= strncmp(sec, "account ", 8) == 0;
 		if (!known) {
 			(void)util_snprintf(err, errlen,
 			    "%s: unknown section [%s]", path, sec);
@@ -306,7 +327,11 @@ config_check_unknown(dictionary *d, const char *path, char *err, size_t errlen)
 			const char *name = strchr(keys[j], ':');
 
 			name = name != NULL ? name + 1 : keys[j];
-			if (config_lookup(sec, name) == NULL) {
+			if (strncmp(sec, "account ", 8) == 0 ?
+			    strcmp(name, "user") != 0 &&
+			    strcmp(name, "password") != 0 &&
+			    strcmp(name, "password_file") != 0 :
+			    config_lookup(sec, name) == NULL) {
 				config_error(err, errlen, path, sec, name,
 				    "unknown key");
 				free(keys);
@@ -321,6 +346,128 @@ config_check_unknown(dictionary *d, const char *path, char *err, size_t errlen)
 			(void)util_snprintf(err, errlen,
 			    "%s: key \"%s\" is outside any [section]", path,
 			    d->key[i] + 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Adds or replaces an alias; value is a list of full addresses. */
+static int
+config_add_alias(struct config *cfg, const char *name, const char *value,
+    const char *src, char *err, size_t errlen)
+{
+	struct config_alias *a = NULL;
+	struct addr_list l;
+	char why[256], lname[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(lname) - 1 && name[i] != '\0'; i++)
+		lname[i] = (char)tolower((unsigned char)name[i]);
+	lname[i] = '\0';
+	addr_list_init(&l);
+	why[0] = '\0';
+	if (addr_list_parse(value, strlen(value), &l, why, sizeof(why)) == -1 ||
+	    l.n == 0) {
+		config_error(err, errlen, src, "aliases", lname, "%s",
+		    why[0] == '\0' ? "is empty" : why);
+		addr_list_free(&l);
+		return -1;
+	}
+	for (i = 0; i < l.n; i++) {
+		if (!addr_is_mailbox(l.v[i])) {
+			config_error(err, errlen, src, "aliases", lname,
+			    "\"%s\" is not a full address (user@domain)",
+			    l.v[i]);
+			addr_list_free(&l);
+			return -1;
+		}
+	}
+	for (i = 0; i < cfg->naliases; i++)
+		if (strcmp(cfg->aliases[i].name, lname) == 0)
+			a = &cfg->aliases[i];
+	if (a == NULL) {
+		cfg->aliases = xreallocarray(cfg->aliases, cfg->naliases + 1,
+		    sizeof(*cfg->aliases));
+		a = &cfg->aliases[cfg->naliases++];
+		a->name = xstrdup(lname);
+	} else {
+		for (i = 0; i < a->nto; i++)
+			free(a->to[i]);
+		free(a->to);
+	}
+	a->to = l.v;
+	a->nto = l.n;
+	return 0;
+}
+
+static int
+config_read_aliases(struct config *cfg, dictionary *d, const char *path,
+    char *err, size_t errlen)
+{
+	const char **keys;
+	int j, n = iniparser_getsecnkeys(d, "aliases");
+
+	if (n <= 0)
+		return 0;
+	keys = xcalloc((size_t)n, sizeof(*keys));
+	if (iniparser_getseckeys(d, "aliases", keys) == NULL) {
+		free(keys);
+		return 0;
+	}
+	for (j = 0; j < n; j++) {
+		const char *v = iniparser_getstring(d, keys[j], "");
+
+		if (config_add_alias(cfg, keys[j] + strlen("aliases:"), v,
+		    path, err, errlen) == -1) {
+			free(keys);
+			return -1;
+		}
+	}
+	free(keys);
+	return 0;
+}
+
+static int
+config_read_accounts(struct config *cfg, dictionary *d, const char *path,
+    char *err, size_t errlen)
+{
+	int i, nsec = iniparser_getnsec(d);
+
+	for (i = 0; i < nsec; i++) {
+		const char *sec = iniparser_getsecname(d, i), *v;
+		struct config_account *a;
+		char key[300];
+
+		if (sec == NULL || strncmp(sec, "account ", 8) != 0)
+			continue;
+		cfg->accounts = xreallocarray(cfg->accounts,
+		    cfg->naccounts + 1, sizeof(*cfg->accounts));
+		a = &cfg->accounts[cfg->naccounts++];
+		memset(a, 0, sizeof(*a));
+		a->domain = xstrdup(sec + 8);
+		(void)util_snprintf(key, sizeof(key), "%s:user", sec);
+		if ((v = iniparser_getstring(d, key, NULL)) != NULL && *v)
+			a->user = xstrdup(v);
+		(void)util_snprintf(key, sizeof(key), "%s:password", sec);
+		if ((v = iniparser_getstring(d, key, NULL)) != NULL && *v)
+			a->password = xstrdup(v);
+		(void)util_snprintf(key, sizeof(key), "%s:password_file", sec);
+		if ((v = iniparser_getstring(d, key, NULL)) != NULL && *v)
+			a->password_file = xstrdup(v);
+		if (!addr_is_mailbox(sec + 8) && strchr(sec + 8, '.') == NULL) {
+			config_error(err, errlen, path, sec, "user",
+			    "the section name must be [account DOMAIN]");
+			return -1;
+		}
+		if (a->user == NULL || strlen(a->user) > 255) {
+			config_error(err, errlen, path, sec, "user",
+			    "is required (at most 255 characters)");
+			return -1;
+		}
+		if ((a->password == NULL) == (a->password_file == NULL)) {
+			config_error(err, errlen, path, sec, "password",
+			    "set exactly one of password and password_file");
 			return -1;
 		}
 	}
@@ -365,6 +512,9 @@ config_read_file(struct config *cfg, const char *path, char *err,
 		if (config_set(cfg, k, v, path, err, errlen) == -1)
 			goto fail;
 	}
+	if (config_read_aliases(cfg, d, path, err, errlen) == -1 ||
+	    config_read_accounts(cfg, d, path, err, errlen) == -1)
+		goto fail;
 	iniparser_freedict(d);
 	return 0;
 fail:
@@ -372,11 +522,33 @@ fail:
 	return -1;
 }
 
+extern char **environ;
+
 /* RELAYQ_<SECTION>_<KEY>=value, for unprivileged runs and containers. */
 static int
 config_read_env(struct config *cfg, char *err, size_t errlen)
 {
 	size_t i, j;
+	char **ep;
+
+	/* RELAYQ_ALIASES_<NAME>=addresses adds or replaces an alias. */
+	for (ep = environ; *ep != NULL; ep++) {
+		const char *eq;
+		char name[128];
+		size_t n;
+
+		if (strncmp(*ep, "RELAYQ_ALIASES_", 15) != 0 ||
+		    (eq = strchr(*ep, '=')) == NULL)
+			continue;
+		n = (size_t)(eq - (*ep + 15));
+		if (n == 0 || n >= sizeof(name))
+			continue;
+		memcpy(name, *ep + 15, n);
+		name[n] = '\0';
+		if (config_add_alias(cfg, name, eq + 1, NULL, err, errlen) ==
+		    -1)
+			return -1;
+	}
 
 	for (i = 0; i < UTIL_ARRAYLEN(config_keys); i++) {
 		const struct config_key *k = &config_keys[i];
@@ -418,9 +590,10 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 			    "\"none\" is allowed only for a loopback host");
 			return -1;
 		}
-		if (cfg->relay.user != NULL) {
-			config_error(err, errlen, src, "relay", "user",
-			    "no AUTH without TLS: remove user or set tls");
+		if (cfg->relay.user != NULL || cfg->naccounts > 0) {
+			config_error(err, errlen, src, "relay", cfg->relay.user ?
+			    "user" : "tls", "no AUTH without TLS: remove user "
+			    "and [account] sections, or set tls");
 			return -1;
 		}
 	} else if (cfg->relay.user == NULL) {
@@ -442,6 +615,12 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 	if (cfg->relay.user != NULL && strlen(cfg->relay.user) > 255) {
 		config_error(err, errlen, src, "relay", "user",
 		    "longer than 255 characters");
+		return -1;
+	}
+	if (cfg->sender.address != NULL &&
+	    !addr_is_mailbox(cfg->sender.address)) {
+		config_error(err, errlen, src, "sender", "address",
+		    "must be a full address (e.g. noreply@example.com)");
 		return -1;
 	}
 	if (cfg->queue.retry_min > cfg->queue.retry_max) {
@@ -524,24 +703,23 @@ config_sender_domain(const struct config *cfg)
 	return fqdn;
 }
 
-int
-config_load_password(struct config *cfg, char *err, size_t errlen)
+/* Reads the first line of a password file into *out. */
+static int
+config_read_secret(const char *file, char **out, char *err, size_t errlen)
 {
 	char line[512];
 	FILE *fp;
 	size_t n;
 
-	if (cfg->relay.password != NULL || cfg->relay.password_file == NULL)
-		return 0;
-	if ((fp = fopen(cfg->relay.password_file, "re")) == NULL) {
-		(void)util_snprintf(err, errlen, "password_file %s: %s",
-		    cfg->relay.password_file, strerror(errno));
+	if ((fp = fopen(file, "re")) == NULL) {
+		(void)util_snprintf(err, errlen, "password_file %s: %s", file,
+		    strerror(errno));
 		return -1;
 	}
 	if (fgets(line, sizeof(line), fp) == NULL) {
 		(void)fclose(fp);
 		(void)util_snprintf(err, errlen, "password_file %s is empty",
-		    cfg->relay.password_file);
+		    file);
 		return -1;
 	}
 	(void)fclose(fp);
@@ -550,18 +728,61 @@ config_load_password(struct config *cfg, char *err, size_t errlen)
 	if (n == 0 || n > 255) {
 		util_wipe(line, sizeof(line));
 		(void)util_snprintf(err, errlen, "password_file %s: the first "
-		    "line must hold a password of 1 to 255 characters",
-		    cfg->relay.password_file);
+		    "line must hold a password of 1 to 255 characters", file);
 		return -1;
 	}
-	cfg->relay.password = xstrdup(line);
+	*out = xstrdup(line);
 	util_wipe(line, sizeof(line));
 	return 0;
+}
+
+int
+config_load_password(struct config *cfg, char *err, size_t errlen)
+{
+	if (cfg->relay.password != NULL || cfg->relay.password_file == NULL)
+		return 0;
+	return config_read_secret(cfg->relay.password_file,
+	    &cfg->relay.password, err, errlen);
+}
+
+int
+config_account_password(struct config_account *a, char *err, size_t errlen)
+{
+	if (a->password != NULL || a->password_file == NULL)
+		return 0;
+	return config_read_secret(a->password_file, &a->password, err, errlen);
+}
+
+const struct config_alias *
+config_alias(const struct config *cfg, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->naliases; i++)
+		if (util_strcaseeq(cfg->aliases[i].name, name))
+			return &cfg->aliases[i];
+	return NULL;
+}
+
+struct config_account *
+config_account_for(struct config *cfg, const char *sender)
+{
+	const char *at = strrchr(sender, '@');
+	size_t i;
+
+	if (at == NULL)
+		return NULL;
+	for (i = 0; i < cfg->naccounts; i++)
+		if (util_strcaseeq(cfg->accounts[i].domain, at + 1))
+			return &cfg->accounts[i];
+	return NULL;
 }
 
 void
 config_free(struct config *cfg)
 {
+	size_t i, j;
+
 	if (cfg == NULL)
 		return;
 	free(cfg->path);
@@ -576,5 +797,25 @@ config_free(struct config *cfg)
 	free(cfg->relay.password_file);
 	free(cfg->queue.dir);
 	free(cfg->sender.domain);
+	free(cfg->sender.address);
+	for (i = 0; i < cfg->naliases; i++) {
+		for (j = 0; j < cfg->aliases[i].nto; j++)
+			free(cfg->aliases[i].to[j]);
+		free(cfg->aliases[i].to);
+		free(cfg->aliases[i].name);
+	}
+	free(cfg->aliases);
+	for (i = 0; i < cfg->naccounts; i++) {
+		struct config_account *a = &cfg->accounts[i];
+
+		free(a->domain);
+		free(a->user);
+		if (a->password != NULL) {
+			util_wipe(a->password, strlen(a->password));
+			free(a->password);
+		}
+		free(a->password_file);
+	}
+	free(cfg->accounts);
 	free(cfg);
 }

@@ -26,6 +26,27 @@ enum config_tls {
 	CONFIG_TLS_NONE
 };
 
+enum config_rewrite {
+	CONFIG_REWRITE_LOCAL,		/* local and unqualified senders */
+	CONFIG_REWRITE_ALWAYS,
+	CONFIG_REWRITE_NEVER
+};
+
+/* A relay account: [relay] itself, or [account DOMAIN] for a sender domain. */
+struct config_account {
+	char		*domain;	/* NULL for [relay] */
+	char		*user;
+	char		*password;	/* NULL until loaded */
+	char		*password_file;
+};
+
+/* [aliases]: a local name and the addresses it stands for. */
+struct config_alias {
+	char		*name;		/* lower case; "default" catches all */
+	char		**to;
+	size_t		 nto;
+};
+
 enum config_delivery {
 	CONFIG_DELIVERY_FOREGROUND,
 	CONFIG_DELIVERY_BACKGROUND,
@@ -58,7 +79,14 @@ struct config {
 	} queue;
 	struct {
 		char		*domain;	/* qualifies bare local names */
+		char		*address;	/* replaces local senders */
+		enum config_rewrite rewrite;
+		int		 reply_to;	/* keep the original From there */
 	} sender;
+	struct config_alias	*aliases;
+	size_t			 naliases;
+	struct config_account	*accounts;	/* [account DOMAIN] sections */
+	size_t			 naccounts;
 	struct {
 		enum log_target	 target;
 	} log;
@@ -85,5 +113,18 @@ char	*config_sender_domain(const struct config *);
  * Returns 0, or -1 with err set.  The password never appears in err.
  */
 int	config_load_password(struct config *, char *err, size_t errlen);
+
+/* The [aliases] entry for a local name (any case), or NULL. */
+const struct config_alias *config_alias(const struct config *,
+	    const char *name);
+/*
+ * The account for an envelope sender: [account DOMAIN] matching its
+ * domain, else NULL for [relay] user/password.
+ */
+struct config_account *config_account_for(struct config *,
+	    const char *sender);
+/* Loads an account's password like config_load_password().  0 or -1. */
+int	config_account_password(struct config_account *, char *err,
+	    size_t errlen);
 
 #endif

@@ -97,7 +97,7 @@ deliver_report(struct config *cfg, struct spool *sp, struct spool_entry *e,
 			return;
 		}
 		log_info("%s: DSN %s queued to <%s> for %zu recipient%s",
-		    e->id, id, e->sender, n, n == 1 ? "" : "s");
+		    e->id, id, dsn_recipient(cfg, e), n, n == 1 ? "" : "s");
 		res->dsns++;
 	} else if (n > 0 && e->sender[0] == '\0')
 		log_info("%s: null sender: no DSN for %zu failed recipient%s",
@@ -318,6 +318,10 @@ deliver_msg(struct spool_entry *e)
 	m->data_off = e->data_off;
 	m->data_len = e->data_len;
 	m->sender = e->sender;
+	m->eightbit = e->eightbit;
+	m->notify = e->notify;
+	m->ret = e->ret;
+	m->envid = e->envid;
 	m->rcpts = xcalloc(e->rcpts.n, sizeof(*m->rcpts));
 	for (j = 0; j < e->rcpts.n; j++)
 		if (e->rstate[j].status == SPOOL_RCPT_PENDING)
@@ -395,16 +399,30 @@ deliver_entries(struct config *cfg, struct spool *sp,
 	char err[512];
 	size_t i;
 
+	struct config_account *acct;
+	const char *user = cfg->relay.user, *password;
+	int rc;
+
 	memset(res, 0, sizeof(*res));
 	for (i = 0; i < n; i++)
 		deliver_batch_add(&b, entries[i]);
-	if (config_load_password(cfg, err, sizeof(err)) == -1) {
+	/* One account per session: the first sender's domain decides. */
+	acct = n > 0 ? config_account_for(cfg, entries[0]->sender) : NULL;
+	if (acct != NULL) {
+		rc = config_account_password(acct, err, sizeof(err));
+		user = acct->user;
+		password = acct->password;
+	} else {
+		rc = config_load_password(cfg, err, sizeof(err));
+		password = cfg->relay.password;
+	}
+	if (rc == -1) {
 		res->session.failure = RELAY_FAIL_AUTH;
 		(void)util_snprintf(res->session.reason,
 		    sizeof(res->session.reason), "%s", err);
 	} else
-		relay_deliver(cfg, b.msgs, b.n, opts->verbose, &hooks,
-		    &res->session);
+		relay_deliver(cfg, user, password, b.msgs, b.n, opts->verbose,
+		    &hooks, &res->session);
 	if (res->session.failure != RELAY_FAIL_NONE)
 		log_warnx("relay %s:%u: %s", cfg->relay.host, cfg->relay.port,
 		    res->session.reason);

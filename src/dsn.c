@@ -84,6 +84,20 @@ dsn_original_headers(struct buf *b, const struct spool_entry *e)
 	free(h);
 }
 
+const char *
+dsn_recipient(const struct config *cfg, const struct spool_entry *e)
+{
+	const struct config_alias *a;
+
+	if (cfg->sender.address == NULL ||
+	    !util_strcaseeq(e->sender, cfg->sender.address))
+		return e->sender;
+	if ((a = config_alias(cfg, "root")) != NULL ||
+	    (a = config_alias(cfg, "default")) != NULL)
+		return a->to[0];
+	return e->sender;
+}
+
 int
 dsn_queue(const struct config *cfg, struct spool *sp,
     const struct spool_entry *e, const char *marked, int expired, char *id,
@@ -100,10 +114,10 @@ dsn_queue(const struct config *cfg, struct spool *sp,
 	int rc = -1, eightbit = 0;
 
 	addr_list_init(&to);
-	addr_list_add(&to, e->sender);
+	addr_list_add(&to, dsn_recipient(cfg, e));
 	buf_init(&b);
 	w = xmalloc(sizeof(*w));
-	if (spool_create(sp, w, now, "", &to, err, errlen) == -1) {
+	if (spool_create(sp, w, now, "", &to, NULL, err, errlen) == -1) {
 		free(w);
 		w = NULL;
 		goto done;
@@ -129,7 +143,7 @@ dsn_queue(const struct config *cfg, struct spool *sp,
 	    "Content-Type: text/plain; charset=us-ascii\r\n"
 	    "\r\n"
 	    "This is relayq on %s.\r\n"
-	    "\r\n", domain, e->sender, date, w->id, domain, w->id, domain,
+	    "\r\n", domain, to.v[0], date, w->id, domain, w->id, domain,
 	    w->id, domain, domain);
 	util_format_duration(cfg->queue.lifetime, life, sizeof(life));
 	if (expired)

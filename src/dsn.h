@@ -12,7 +12,14 @@ struct spool;
 struct spool_entry;
 
 /*
- * Queues one DSN to e->sender about the recipients i with marked[i] set
+ * Where a DSN about e goes: its envelope sender, except when that is the
+ * [sender] address that local senders were rewritten to (nobody reads
+ * it): then [aliases] root, else [aliases] default, else the sender.
+ */
+const char *dsn_recipient(const struct config *, const struct spool_entry *e);
+
+/*
+ * Queues one DSN (to dsn_recipient()) about the recipients i with marked[i] set
  * (failed ones; their state text is the diagnostic).  expired says the
  * queue lifetime ran out (Status 4.4.7).  Never for a null sender: the
  * caller checks.  Returns 0 with the new queue id in id, or -1 with err.

@@ -254,6 +254,33 @@ done:
 	return status;
 }
 
+const char *
+message_header_value(const struct message *m, const char *name, size_t *len)
+{
+	size_t i;
+
+	for (i = m->nfields; i-- > 0;)
+		if (!m->fields[i].deleted && message_field_is(&m->fields[i],
+		    name))
+			return message_field_value(&m->fields[i], len);
+	return NULL;
+}
+
+void
+message_set_header(struct message *m, const char *name, const char *value)
+{
+	struct buf b;
+	size_t i;
+
+	for (i = 0; i < m->nfields; i++)
+		if (message_field_is(&m->fields[i], name))
+			m->fields[i].deleted = 1;
+	buf_init(&b);
+	buf_printf(&b, "%s: %s", name, value);
+	message_add_field(m, &b);
+	buf_free(&b);
+}
+
 int
 message_has_header(const struct message *m, const char *name)
 {
@@ -459,20 +486,6 @@ message_out_field(struct message *m, struct message_out *o, const char *t,
 	}
 }
 
-/* Quotes a display name for From: as an RFC 5322 quoted-string. */
-static void
-message_quote_phrase(struct buf *b, const char *s)
-{
-	buf_append(b, "\"", 1);
-	for (; *s != '\0'; s++) {
-		if (*s == '"' || *s == '\\')
-			buf_append(b, "\\", 1);
-		if ((unsigned char)*s >= 0x20)
-			buf_append(b, s, 1);
-	}
-	buf_append(b, "\"", 1);
-}
-
 int
 message_write(struct message *m, struct linereader *lr,
     const struct message_defaults *def, message_sink sink, void *arg,
@@ -506,7 +519,7 @@ message_write(struct message *m, struct linereader *lr,
 		buf_reset(&b);
 		buf_puts(&b, "From: ");
 		if (def->fullname != NULL && def->fullname[0] != '\0') {
-			message_quote_phrase(&b, def->fullname);
+			addr_quote_phrase(&b, def->fullname);
 			buf_printf(&b, " <%s>", def->from_addr);
 		} else
 			buf_puts(&b, def->from_addr);

@@ -76,6 +76,16 @@ int	message_read_header(struct message *, struct linereader *,
 int	message_header_recipients(const struct message *,
 	    struct addr_list *out, char *err, size_t errlen);
 
+/*
+ * The value (after the colon) of the last field of this name, or NULL;
+ * folds are CRLF SP in it.
+ */
+const char *message_header_value(const struct message *, const char *name,
+	    size_t *len);
+/* Replaces every field of this name by "Name: value", or adds one. */
+void	message_set_header(struct message *, const char *name,
+	    const char *value);
+
 /* 1 if the header block has a field of this name. */
 int	message_has_header(const struct message *, const char *name);
 

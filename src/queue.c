@@ -195,7 +195,7 @@ runner_nothing_pending(const struct spool_entry *e)
  * listing, then from what inotify reported since.  NULL: none left.
  */
 static struct spool_entry *
-runner_next(struct runner *r)
+runner_next(struct runner *r, int in_session)
 {
 	struct spool_entry *e = xmalloc(sizeof(*e));
 	char err[1024];
@@ -209,9 +209,12 @@ runner_next(struct runner *r)
 		else {
 			if (r->fresh_next == r->nfresh)
 				runner_read_inotify(r);
-			if (r->fresh_next == r->nfresh)
+			if (r->fresh_next < r->nfresh)
+				id = r->fresh[r->fresh_next++];
+			else if (!in_session && r->later_next < r->nlater)
+				id = r->later[r->later_next++];
+			else
 				break;
-			id = r->fresh[r->fresh_next++];
 		}
 		switch (spool_entry_open(r->sp, id, e, err, sizeof(err))) {
 		case SPOOL_OPEN_OK:
@@ -233,7 +236,13 @@ runner_next(struct runner *r)
 			deliver_expire(r->cfg, r->sp, e);
 		else if (runner_nothing_pending(e))
 			deliver_finish(r->cfg, r->sp, e);
-		else
+		else if (in_session && config_account_for(r->cfg, e->sender) !=
+		    r->account) {
+			/* Another account: a session of its own, later. */
+			r->later = xreallocarray(r->later, r->nlater + 1,
+			    sizeof(*r->later));
+			r->later[r->nlater++] = xstrdup(e->id);
+		} else
 			return e;
 		spool_entry_close(e);
 	}
@@ -249,7 +258,7 @@ runner_more(void *arg)
 	struct spool_entry *e;
 
 	if (r->nopen >= r->cfg->queue.session_max ||
-	    (e = runner_next(r)) == NULL)
+	    (e = runner_next(r, 1)) == NULL)
 		return NULL;
 	r->open = xreallocarray(r->open, r->nopen + 1, sizeof(*r->open));
 	r->open[r->nopen++] = e;
@@ -290,6 +299,7 @@ runner_session(struct runner *r, struct spool_entry *first)
 	r->open = xreallocarray(r->open, 1, sizeof(*r->open));
 	r->open[0] = first;
 	r->nopen = 1;
+	r->account = config_account_for(r->cfg, first->sender);
 	for (tries = 0; r->nopen > 0; tries++) {
 		size_t n = r->nopen;
 
@@ -342,9 +352,12 @@ runner_pass(struct runner *r, int flush, int only_new, long long *next_due)
 			r->nids = 0;
 		}
 	}
-	while ((e = runner_next(r)) != NULL)
+	while ((e = runner_next(r, 0)) != NULL)
 		if (runner_session(r, e))
 			break;
+	spool_free_ids(r->later, (int)r->nlater);
+	r->later = NULL;
+	r->nlater = r->later_next = 0;
 	*next_due = r->next_due;
 	spool_free_ids(r->ids, r->nids);
 	r->ids = NULL;

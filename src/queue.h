@@ -44,6 +44,12 @@ struct runner {
 	size_t			 fresh_next;
 	struct spool_entry	**open;		/* handed to the session */
 	size_t			 nopen;
+	/* The session's account ([account DOMAIN], or NULL for [relay]);
+	 * messages for another account wait for a later session. */
+	const struct config_account *account;
+	char			**later;
+	size_t			 nlater;
+	size_t			 later_next;
 };
 
 /*

@@ -36,6 +36,8 @@
 
 struct relay_state {
 	const struct config	*cfg;
+	const char		*user;
+	const char		*password;
 	auth_context_t		 auth;
 	SSL			*ssl;		/* after STARTTLS */
 	struct tunnel		*tunnel;	/* implicit TLS, or NULL */
@@ -57,6 +59,8 @@ struct relay_state {
 	size_t			 added;		/* of those, in the session */
 	int			 interrupted;
 	int			 setup_failed;
+	int			 offers_8bitmime;	/* in the last EHLO */
+	int			 in_ehlo;
 };
 
 static int relay_add(smtp_session_t, struct relay_state *, struct relay_msg *);
@@ -272,6 +276,45 @@ relay_transcript(const char *dir, const char *buf, int len)
 	}
 }
 
+/* Declares BODY=8BITMIME on the 8-bit messages. */
+static void
+relay_set_8bitmime(struct relay_state *rs)
+{
+	size_t i;
+
+	rs->offers_8bitmime = 1;
+	for (i = 0; i < rs->nmsgs; i++)
+		if (rs->msgs[i]->eightbit && rs->msgs[i]->handle != NULL)
+			(void)smtp_8bitmime_set_body(rs->msgs[i]->handle,
+			    E8bitmime_8BITMIME);
+}
+
+/*
+ * libESMTP ends the whole session when a message requires 8BITMIME and
+ * the relay lacks it, and that requirement sticks to the session once
+ * set, so BODY=8BITMIME is declared only when the final EHLO reply
+ * offers it (this runs before libESMTP looks at the reply).
+ */
+static void
+relay_scan_ehlo(struct relay_state *rs, const char *buf, int len)
+{
+	const char *p = buf, *e = buf + len, *nl;
+
+	for (; p < e; p = nl < e ? nl + 1 : e) {
+		size_t n;
+
+		nl = memchr(p, '\n', (size_t)(e - p));
+		if (nl == NULL)
+			nl = e;
+		n = (size_t)(nl - p);
+		if (n >= 12 && util_strncaseeq(p + 4, "8BITMIME", 8) &&
+		    (p[12] == '\r' || p[12] == '\n' || p[12] == ' ' || n == 12))
+			relay_set_8bitmime(rs);
+		if (n >= 4 && p[3] == ' ')
+			rs->in_ehlo = 0;	/* the last line of the reply */
+	}
+}
+
 /*
  * Sees every command and reply.  It tracks AUTH so that a refusal ends
  * the session (libESMTP would go on unauthenticated) and so that the
@@ -287,6 +330,10 @@ relay_monitor(const char *buf, int len, int writing, void *arg)
 	if (writing) {
 		if (len >= 8 && util_strncaseeq(buf, "STARTTLS", 8))
 			rs->starttls_ms = util_monotonic_ms();
+		/* Only the EHLO that counts: after TLS when STARTTLS. */
+		if (len >= 5 && util_strncaseeq(buf, "EHLO ", 5))
+			rs->in_ehlo = rs->tls_ok ||
+			    rs->cfg->relay.tls != CONFIG_TLS_STARTTLS;
 		if (len >= 5 && util_strncaseeq(buf, "AUTH ", 5)) {
 			rs->in_auth = 1;
 			if (rs->verbose) {
@@ -309,6 +356,8 @@ relay_monitor(const char *buf, int len, int writing, void *arg)
 	}
 	if (rs->verbose)
 		relay_transcript("<<<", buf, len);
+	if (rs->in_ehlo)
+		relay_scan_ehlo(rs, buf, len);
 	if (rs->greeting == 0 && len >= 3) {
 		rs->greeting = (buf[0] - '0') * 100 + (buf[1] - '0') * 10 +
 		    (buf[2] - '0');
@@ -344,9 +393,9 @@ relay_interact(auth_client_request_t req, char **result, int fields,
 		return 0;
 	for (i = 0; i < fields; i++) {
 		if (req[i].flags & AUTH_USER)
-			result[i] = rs->cfg->relay.user;
+			result[i] = (char *)rs->user;
 		else if (req[i].flags & AUTH_PASS)
-			result[i] = rs->cfg->relay.password;
+			result[i] = (char *)rs->password;
 		else if (req[i].flags & AUTH_REALM)
 			result[i] = (char *)"";
 		else
@@ -465,6 +514,23 @@ relay_fail(struct relay_session *out, enum relay_failure f, const char *fmt,
 	va_end(ap);
 }
 
+/* "never" or "success,failure,delay" as libESMTP's NOTIFY flags. */
+static enum notify_flags
+relay_notify_flags(const char *v)
+{
+	int f = 0;
+
+	if (util_strcaseeq(v, "never"))
+		return Notify_NEVER;
+	if (strstr(v, "uccess") != NULL || strstr(v, "UCCESS") != NULL)
+		f |= Notify_SUCCESS;
+	if (strstr(v, "ailure") != NULL || strstr(v, "AILURE") != NULL)
+		f |= Notify_FAILURE;
+	if (strstr(v, "elay") != NULL || strstr(v, "ELAY") != NULL)
+		f |= Notify_DELAY;
+	return (enum notify_flags)f;
+}
+
 /* Adds one message to the session (also while it runs).  0 or -1. */
 static int
 relay_add(smtp_session_t session, struct relay_state *rs, struct relay_msg *m)
@@ -483,6 +549,15 @@ relay_add(smtp_session_t session, struct relay_state *rs, struct relay_msg *m)
 	    !smtp_size_set_estimate(sm, m->data_len))
 		return -1;
 	smtp_message_set_application_data_release(sm, m, NULL);
+	m->handle = sm;
+	if (m->eightbit && rs->offers_8bitmime)
+		(void)smtp_8bitmime_set_body(sm, E8bitmime_8BITMIME);
+	/* DSN requests go out only when the relay offers DSN. */
+	if (m->ret != NULL)
+		(void)smtp_dsn_set_ret(sm, util_strcaseeq(m->ret, "full") ?
+		    Ret_FULL : Ret_HDRS);
+	if (m->envid != NULL)
+		(void)smtp_dsn_set_envid(sm, m->envid);
 	for (j = 0; j < m->nrcpts; j++) {
 		smtp_recipient_t r = smtp_add_recipient(sm, m->rcpts[j].addr);
 
@@ -490,14 +565,18 @@ relay_add(smtp_session_t session, struct relay_state *rs, struct relay_msg *m)
 			return -1;
 		smtp_recipient_set_application_data_release(r, &m->rcpts[j],
 		    NULL);
+		if (m->notify != NULL)
+			(void)smtp_dsn_set_notify(r, relay_notify_flags(
+			    m->notify));
 	}
 	rs->added++;
 	return 0;
 }
 
 void
-relay_deliver(const struct config *cfg, struct relay_msg **msgs, size_t n,
-    int verbose, const struct relay_pacer *pacer, struct relay_session *out)
+relay_deliver(const struct config *cfg, const char *user,
+    const char *password, struct relay_msg **msgs, size_t n, int verbose,
+    const struct relay_pacer *pacer, struct relay_session *out)
 {
 	static const int phases[] = { Timeout_GREETING, Timeout_ENVELOPE,
 		Timeout_DATA, Timeout_TRANSFER, Timeout_DATA2 };
@@ -513,6 +592,8 @@ relay_deliver(const struct config *cfg, struct relay_msg **msgs, size_t n,
 	memset(out, 0, sizeof(*out));
 	memset(&rs, 0, sizeof(rs));
 	rs.cfg = cfg;
+	rs.user = user;
+	rs.password = password;
 	rs.verbose = verbose;
 	rs.pacer = pacer;
 	for (i = 0; i < n; i++)
@@ -571,7 +652,7 @@ relay_deliver(const struct config *cfg, struct relay_msg **msgs, size_t n,
 		}
 	} else
 		(void)smtp_starttls_enable(session, Starttls_DISABLED);
-	if (cfg->relay.user != NULL) {
+	if (user != NULL) {
 		rs.auth = auth_create_context();
 		if (rs.auth == NULL ||
 		    !auth_set_mechanism_flags(rs.auth, AUTH_PLUGIN_PLAIN, 0) ||
@@ -643,14 +724,14 @@ relay_deliver(const struct config *cfg, struct relay_msg **msgs, size_t n,
 		}
 	} else if (rs.auth_failed) {
 		relay_fail(out, RELAY_FAIL_AUTH, "AUTH as %s refused: %s",
-		    cfg->relay.user, rs.auth_reply);
-	} else if (cfg->relay.user != NULL && !rs.authenticated) {
+		    user, rs.auth_reply);
+	} else if (user != NULL && !rs.authenticated) {
 		/* Either no AUTH offered, or MAIL answered 530. */
 		for (i = 0; i < rs.nmsgs; i++)
 			if (rs.msgs[i]->mail_code != 0)
 				break;
 		relay_fail(out, RELAY_FAIL_AUTH, "relay did not authenticate "
-		    "%s%s%s", cfg->relay.user, i < rs.nmsgs ? ": " : " (no "
+		    "%s%s%s", user, i < rs.nmsgs ? ": " : " (no "
 		    "AUTH PLAIN or LOGIN offered?)", i < rs.nmsgs ?
 		    rs.msgs[i]->mail_text : "");
 	}

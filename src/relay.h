@@ -32,6 +32,10 @@ struct relay_msg {
 	off_t		 data_off;
 	size_t		 data_len;
 	const char	*sender;	/* "" for the null sender */
+	int		 eightbit;	/* BODY=8BITMIME when offered */
+	const char	*notify;	/* DSN requests, or NULL */
+	const char	*ret;
+	const char	*envid;
 	struct relay_rcpt *rcpts;
 	size_t		 nrcpts;
 	/* Out. */
@@ -46,6 +50,7 @@ struct relay_msg {
 	char		*chunk;
 	void		*state;
 	size_t		 index;
+	void		*handle;	/* libESMTP's message */
 };
 
 enum relay_failure {
@@ -82,11 +87,13 @@ struct relay_pacer {
 /*
  * Delivers msgs in one session.  Never fails as a whole: a session-level
  * failure is reported in out->failure, message and recipient outcomes in
- * msgs.  cfg->relay.password must be loaded.  verbose prints the SMTP
+ * msgs.  user/password: the account (NULL user: no AUTH, tls = none
+ * only).  verbose prints the SMTP
  * dialogue on stderr with the AUTH exchange hidden.  pacer may be NULL.
  */
-void	relay_deliver(const struct config *cfg, struct relay_msg **msgs,
-	    size_t n, int verbose, const struct relay_pacer *pacer,
+void	relay_deliver(const struct config *cfg, const char *user,
+	    const char *password, struct relay_msg **msgs, size_t n,
+	    int verbose, const struct relay_pacer *pacer,
 	    struct relay_session *out);
 
 #endif

@@ -10,6 +10,9 @@
  *	uid 1000			who submitted it
  *	sender alice@example.com	empty for the null sender <>
  *	rcpt bob@example.com		one line per recipient
+ *	notify failure,delay		optional: -N, -R and -V
+ *	ret hdrs
+ *	envid abc123
  *	body 7BIT			or 8BIT
  *	size 00000000000000001234	octets of message data
  *	(empty line)
@@ -172,8 +175,8 @@ spool_write(void *arg, const char *p, size_t n)
 
 int
 spool_create(struct spool *s, struct spool_writer *w, long long arrival,
-    const char *sender, const struct addr_list *rcpts, char *err,
-    size_t errlen)
+    const char *sender, const struct addr_list *rcpts,
+    const struct spool_dsn *dsn, char *err, size_t errlen)
 {
 	char path[4096];
 	struct stat st;
@@ -218,6 +221,12 @@ spool_create(struct spool *s, struct spool_writer *w, long long arrival,
 	    SPOOL_MAGIC, w->id, arrival, (unsigned long)getuid(), sender);
 	for (i = 0; i < rcpts->n; i++)
 		buf_printf(&b, "rcpt %s\n", rcpts->v[i]);
+	if (dsn != NULL && dsn->notify != NULL)
+		buf_printf(&b, "notify %s\n", dsn->notify);
+	if (dsn != NULL && dsn->ret != NULL)
+		buf_printf(&b, "ret %s\n", dsn->ret);
+	if (dsn != NULL && dsn->envid != NULL)
+		buf_printf(&b, "envid %s\n", dsn->envid);
 	w->body_off = (off_t)b.len + 5;
 	buf_puts(&b, "body 7BIT\n");
 	w->size_off = (off_t)b.len + 5;
@@ -323,6 +332,10 @@ fail:
 static void
 spool_entry_clear(struct spool_entry *e)
 {
+	free(e->notify);
+	free(e->ret);
+	free(e->envid);
+	e->notify = e->ret = e->envid = NULL;
 	free(e->sender);
 	addr_list_free(&e->rcpts);
 	free(e->rstate);
@@ -410,6 +423,16 @@ spool_parse_envelope(struct spool_entry *e, const char *id, char *err,
 			e->rcpts.v = xreallocarray(e->rcpts.v, e->rcpts.n + 1,
 			    sizeof(*e->rcpts.v));
 			e->rcpts.v[e->rcpts.n++] = xstrdup(v);
+		} else if ((v = spool_field(line, "notify")) != NULL ||
+		    (v = spool_field(line, "ret")) != NULL ||
+		    (v = spool_field(line, "envid")) != NULL) {
+			char **dst = line[0] == 'n' ? &e->notify :
+			    line[0] == 'r' ? &e->ret : &e->envid;
+
+			if (v[0] == '\0' || strlen(v) > 100 || *dst != NULL ||
+			    strpbrk(v, " \t") != NULL)
+				goto bad;
+			*dst = xstrdup(v);
 		} else if ((v = spool_field(line, "body")) != NULL) {
 			if (strcmp(v, "7BIT") != 0 && strcmp(v, "8BIT") != 0)
 				goto bad;

@@ -36,6 +36,13 @@ struct spool_rcpt_state {
 	int			at_rcpt;	/* refused at RCPT, not at DATA */
 };
 
+/* What the submitter asked of the relay's DSNs (-N, -R, -V); NULL: unset. */
+struct spool_dsn {
+	const char		*notify;	/* never | success,failure,delay */
+	const char		*ret;		/* full | hdrs */
+	const char		*envid;
+};
+
 struct spool_entry {
 	char			 id[SPOOL_ID_LEN + 1];
 	int			 fd;		/* open and flock()ed */
@@ -44,6 +51,9 @@ struct spool_entry {
 	char			*sender;	/* "" for the null sender */
 	struct addr_list	 rcpts;
 	int			 eightbit;
+	char			*notify;	/* -N, -R, -V, or NULL */
+	char			*ret;
+	char			*envid;
 	off_t			 data_off;
 	size_t			 data_len;
 	/* Mutable state, from ID.state. */
@@ -84,8 +94,8 @@ void	spool_close(struct spool *);
  * -1 with err and errno set (and nothing left behind).
  */
 int	spool_create(struct spool *, struct spool_writer *, long long arrival,
-	    const char *sender, const struct addr_list *rcpts, char *err,
-	    size_t errlen);
+	    const char *sender, const struct addr_list *rcpts,
+	    const struct spool_dsn *dsn, char *err, size_t errlen);
 /* message_sink for the message data. */
 int	spool_write(void *writer, const char *p, size_t n);
 /*

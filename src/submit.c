@@ -13,6 +13,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "cli.h"
 #include "config.h"
 #include "deliver.h"
@@ -31,6 +32,10 @@ submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
 	s->cfg = cfg;
 	s->verbose = o->verbose;
 	s->fullname = o->fullname;
+	s->dsn.notify = o->dsn_notify;
+	s->dsn.ret = o->dsn_ret;
+	s->dsn.envid = o->dsn_envid;
+	s->body8bit = o->body8bit;
 	if (o->fullname != NULL) {
 		const unsigned char *p;
 
@@ -47,6 +52,18 @@ submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
 	s->login = pw != NULL ? xstrdup(pw->pw_name) :
 	    util_asprintf("uid%lu", (unsigned long)getuid());
 	s->domain = config_sender_domain(cfg);
+	if (gethostname(s->host, sizeof(s->host)) == -1)
+		s->host[0] = '\0';
+	s->host[sizeof(s->host) - 1] = '\0';
+	s->host[strcspn(s->host, ".")] = '\0';
+	{
+		/* The FQDN, whatever [sender] domain says. */
+		char *saved = cfg->sender.domain;
+
+		cfg->sender.domain = NULL;
+		s->fqdn = config_sender_domain(cfg);
+		cfg->sender.domain = saved;
+	}
 	switch (o->delivery) {
 	case CLI_DELIVERY_FOREGROUND:
 		s->delivery = CONFIG_DELIVERY_FOREGROUND;
@@ -71,6 +88,50 @@ submit_free(struct submit *s)
 		spool_close(&s->spool);
 	free(s->login);
 	free(s->domain);
+	free(s->fqdn);
+}
+
+static int
+submit_has_8bit(const char *a)
+{
+	for (; *a != '\0'; a++)
+		if ((unsigned char)*a >= 0x80)
+			return 1;
+	return 0;
+}
+
+/*
+ * 1 if a is local: no domain, or localhost, or this host by its short
+ * or full name, or a loopback literal.
+ */
+static int
+submit_is_local(const struct submit *s, const char *a)
+{
+	const char *d = strrchr(a, '@');
+
+	if (d == NULL)
+		return 1;
+	d++;
+	return util_strcaseeq(d, "localhost") ||
+	    util_strcaseeq(d, "localhost.localdomain") ||
+	    (s->host[0] != '\0' && util_strcaseeq(d, s->host)) ||
+	    util_strcaseeq(d, s->fqdn) || strcmp(d, "[127.0.0.1]") == 0 ||
+	    util_strcaseeq(d, "[IPv6:::1]");
+}
+
+/* The envelope sender after [sender] rewrite; local says it was local. */
+static char *
+submit_rewrite_sender(struct submit *s, char *sender, int local)
+{
+	const struct config *cfg = s->cfg;
+
+	if (sender[0] == '\0' || cfg->sender.address == NULL ||
+	    cfg->sender.rewrite == CONFIG_REWRITE_NEVER ||
+	    (cfg->sender.rewrite == CONFIG_REWRITE_LOCAL && !local))
+		return sender;
+	log_debug("sender <%s> rewritten to <%s>", sender, cfg->sender.address);
+	free(sender);
+	return xstrdup(cfg->sender.address);
 }
 
 int
@@ -79,10 +140,13 @@ submit_sender(struct submit *s, const char *raw, char **out, char *err,
 {
 	struct addr_list l;
 	char why[256];
+	int local = 0;
 
 	*out = NULL;
 	if (raw == NULL) {
-		*out = util_asprintf("%s@%s", s->login, s->domain);
+		/* A local login: local whatever the domain. */
+		*out = submit_rewrite_sender(s, util_asprintf("%s@%s", s->login,
+		    s->domain), 1);
 		return 0;
 	}
 	if (addr_check_safe(raw, why, sizeof(why)) == -1) {
@@ -93,9 +157,15 @@ submit_sender(struct submit *s, const char *raw, char **out, char *err,
 		*out = xstrdup("");
 		return 0;
 	}
+	if (submit_has_8bit(raw)) {
+		(void)util_snprintf(err, errlen, "sender needs SMTPUTF8, which "
+		    "relayq cannot send; use an ASCII (punycode) address");
+		return EX_DATAERR;
+	}
 	addr_list_init(&l);
 	if (addr_list_parse(raw, strlen(raw), &l, why, sizeof(why)) == 0 &&
 	    l.n == 1) {
+		local = submit_is_local(s, l.v[0]);
 		if (addr_is_mailbox(l.v[0]))
 			*out = xstrdup(l.v[0]);
 		else if (addr_is_local_name(l.v[0]))
@@ -103,27 +173,119 @@ submit_sender(struct submit *s, const char *raw, char **out, char *err,
 	}
 	addr_list_free(&l);
 	if (*out == NULL) {
+		/* mailutils passes "-f Sender"; a display name is no sender. */
 		log_debug("sender \"%s\" is not an address; using the default",
 		    raw);
 		*out = util_asprintf("%s@%s", s->login, s->domain);
+		local = 1;
 	}
+	*out = submit_rewrite_sender(s, *out, local);
 	return 0;
 }
 
-/* Qualifies bare local names with the domain, in place. */
-static void
-submit_qualify(struct submit *s, struct addr_list *l, size_t from)
+/*
+ * Resolves local recipients in l from index `from' on: [aliases] entry,
+ * else [aliases] default, else name@[sender] domain if set, else an
+ * error: a local address must never reach the relay.  0 or EX_NOUSER.
+ */
+static int
+submit_resolve(struct submit *s, struct addr_list *l, size_t from, char *err,
+    size_t errlen)
 {
-	size_t i;
+	const struct config_alias *a;
+	struct addr_list out;
+	size_t i, j;
 
+	/* UTF-8 addresses need SMTPUTF8, which libESMTP 1.1.0 cannot do:
+	 * say so now rather than let the relay refuse it later. */
 	for (i = from; i < l->n; i++) {
-		if (addr_is_local_name(l->v[i])) {
-			char *q = util_asprintf("%s@%s", l->v[i], s->domain);
-
-			free(l->v[i]);
-			l->v[i] = q;
+		if (submit_has_8bit(l->v[i])) {
+			(void)util_snprintf(err, errlen, "recipient <%s> needs "
+			    "SMTPUTF8, which relayq cannot send; use an ASCII "
+			    "(punycode) address", l->v[i]);
+			return EX_DATAERR;
 		}
 	}
+	addr_list_init(&out);
+	for (i = 0; i < l->n; i++) {
+		char local[ADDR_MAX_LEN + 1];
+
+		if (i < from || !submit_is_local(s, l->v[i])) {
+			addr_list_add(&out, l->v[i]);
+			continue;
+		}
+		(void)util_strlcpy(local, l->v[i], sizeof(local));
+		local[strcspn(local, "@")] = '\0';
+		if ((a = config_alias(s->cfg, local)) == NULL)
+			a = config_alias(s->cfg, "default");
+		if (a != NULL) {
+			for (j = 0; j < a->nto; j++)
+				addr_list_add(&out, a->to[j]);
+			log_debug("recipient <%s> is <%s>%s", l->v[i], a->to[0],
+			    a->nto > 1 ? " and more" : "");
+		} else if (s->cfg->sender.domain != NULL) {
+			char *q = util_asprintf("%s@%s", local,
+			    s->cfg->sender.domain);
+
+			addr_list_add(&out, q);
+			free(q);
+		} else {
+			(void)util_snprintf(err, errlen, "no alias for the local "
+			    "recipient <%s>: add it to [aliases], or set "
+			    "[aliases] default", l->v[i]);
+			addr_list_free(&out);
+			return EX_NOUSER;
+		}
+	}
+	addr_list_free(l);
+	*l = out;
+	return 0;
+}
+
+/*
+ * A local From: (or any, with rewrite = always) becomes the [sender]
+ * address, keeping the display name; with reply_to the original goes
+ * to Reply-To.  A missing From: is added later with the right address.
+ */
+static void
+submit_rewrite_from(struct submit *s, struct message *m)
+{
+	const struct config *cfg = s->cfg;
+	struct addr_list l;
+	const char *v;
+	char name[256], why[256], *orig, *nv;
+	struct buf b;
+	size_t len;
+	int local;
+
+	if (cfg->sender.address == NULL ||
+	    cfg->sender.rewrite == CONFIG_REWRITE_NEVER ||
+	    (v = message_header_value(m, "From", &len)) == NULL)
+		return;
+	addr_list_init(&l);
+	local = addr_list_parse(v, len, &l, why, sizeof(why)) == -1 ||
+	    l.n != 1 || submit_is_local(s, l.v[0]);
+	addr_list_free(&l);
+	if (cfg->sender.rewrite == CONFIG_REWRITE_LOCAL && !local)
+		return;
+	addr_display_name(v, len, name, sizeof(name));
+	if (name[0] == '\0' && s->fullname != NULL)
+		(void)util_strlcpy(name, s->fullname, sizeof(name));
+	orig = xstrndup(v, len);
+	buf_init(&b);
+	if (name[0] != '\0') {
+		addr_quote_phrase(&b, name);
+		buf_printf(&b, " <%s>", cfg->sender.address);
+	} else
+		buf_printf(&b, "<%s>", cfg->sender.address);
+	nv = buf_take(&b);
+	message_set_header(m, "From", nv);
+	/* Replies to a real address still reach it; to a local one not. */
+	if (cfg->sender.reply_to && !local &&
+	    !message_has_header(m, "Reply-To"))
+		message_set_header(m, "Reply-To", orig + strspn(orig, " \t"));
+	free(nv);
+	free(orig);
 }
 
 int
@@ -133,15 +295,20 @@ submit_recipients(struct submit *s, const char *arg, struct addr_list *out,
 	size_t before = out->n;
 	char why[256], shown[64];
 
+	int rc;
+
 	if (addr_check_safe(arg, why, sizeof(why)) == -1 ||
 	    addr_list_parse(arg, strlen(arg), out, why, sizeof(why)) == -1) {
 		util_sanitize(shown, sizeof(shown), arg, strlen(arg));
 		(void)util_snprintf(err, errlen, "recipient \"%s\": %s", shown,
 		    why);
+		addr_list_truncate(out, before);
 		return EX_DATAERR;
 	}
-	submit_qualify(s, out, before);
-	return 0;
+	/* A refused argument leaves nothing behind (-bs goes on after it). */
+	if ((rc = submit_resolve(s, out, before, err, errlen)) != 0)
+		addr_list_truncate(out, before);
+	return rc;
 }
 
 /*
@@ -349,8 +516,10 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 			rc = EX_DATAERR;
 			goto done;
 		}
-		submit_qualify(s, rcpts, before);
+		if ((rc = submit_resolve(s, rcpts, before, err, errlen)) != 0)
+			goto done;
 	}
+	submit_rewrite_from(s, &msg);
 	if (rcpts->n == 0) {
 		(void)util_snprintf(err, errlen, "no recipients: none given "
 		    "and none in To:, Cc: or Bcc:");
@@ -367,7 +536,7 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 		s->spool_open = 1;
 	}
 	w = xmalloc(sizeof(*w));
-	if (spool_create(&s->spool, w, now, sender, rcpts, why,
+	if (spool_create(&s->spool, w, now, sender, rcpts, &s->dsn, why,
 	    sizeof(why)) == -1) {
 		rc = submit_spool_status(errno);
 		(void)util_snprintf(err, errlen, "%s", why);
@@ -375,14 +544,20 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 		w = NULL;
 		goto done;
 	}
+	/* Our Message-IDs carry the sender domain, not a local host name. */
 	(void)util_snprintf(msgid, sizeof(msgid), "<%s.relayq@%s>", w->id,
-	    s->domain);
+	    s->cfg->sender.address != NULL ?
+	    strrchr(s->cfg->sender.address, '@') + 1 : s->domain);
 	def.from_addr = NULL;
 	def.fullname = s->fullname;
 	def.msgid = msgid;
 	def.date = now;
 	{
-		char *from = util_asprintf("%s@%s", s->login, s->domain);
+		/* An added From: is the login's, or the [sender] address. */
+		char *from = s->cfg->sender.address != NULL &&
+		    s->cfg->sender.rewrite != CONFIG_REWRITE_NEVER ?
+		    xstrdup(s->cfg->sender.address) :
+		    util_asprintf("%s@%s", s->login, s->domain);
 
 		def.from_addr = from;
 		st = message_write(&msg, lr, &def, spool_write, w, why,
@@ -400,7 +575,8 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	if (s->delivery == CONFIG_DELIVERY_FOREGROUND)
 		have_runner = runner_acquire(&r, s->cfg, &s->spool, 0,
 		    s->verbose, NULL, why, sizeof(why)) == 1;
-	if (spool_commit(&s->spool, w, msg.eightbit, have_runner, &e, why,
+	if (spool_commit(&s->spool, w, msg.eightbit || s->body8bit, have_runner,
+	    &e, why,
 	    sizeof(why)) == -1) {
 		rc = submit_spool_status(errno);
 		(void)util_snprintf(err, errlen, "%s", why);
@@ -413,6 +589,9 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	e.arrival = now;
 	e.uid = (unsigned long)getuid();
 	e.sender = xstrdup(sender);
+	e.notify = s->dsn.notify != NULL ? xstrdup(s->dsn.notify) : NULL;
+	e.ret = s->dsn.ret != NULL ? xstrdup(s->dsn.ret) : NULL;
+	e.envid = s->dsn.envid != NULL ? xstrdup(s->dsn.envid) : NULL;
 	for (i = 0; i < rcpts->n; i++)
 		addr_list_add(&e.rcpts, rcpts->v[i]);
 	e.rstate = xcalloc(e.rcpts.n, sizeof(*e.rstate));

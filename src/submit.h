@@ -23,8 +23,12 @@ struct submit {
 	int		 spool_open;
 	char		*login;		/* from getuid(), never $USER */
 	char		*domain;	/* qualifies bare names */
+	char		 host[256];	/* this host's short name */
+	char		*fqdn;		/* and its full one */
 	const char	*fullname;	/* -F */
 	enum config_delivery delivery;	/* foreground, background, queue */
+	struct spool_dsn dsn;		/* -N, -R, -V */
+	int		 body8bit;	/* -B 8BITMIME */
 	int		 verbose;
 };
 
@@ -43,8 +47,10 @@ int	submit_sender(struct submit *, const char *raw, char **out,
 	    char *err, size_t errlen);
 
 /*
- * Adds the recipients in one argument (a comma list allowed), local
- * names qualified.  Returns 0, or EX_DATAERR with err set.
+ * Adds the recipients in one argument (a comma list allowed).  Local
+ * ones (bare names, user@localhost, user@<this host>) become their
+ * [aliases] entry, else [aliases] default, else user@[sender] domain when
+ * that is set.  Returns 0, or EX_DATAERR / EX_NOUSER with err set.
  */
 int	submit_recipients(struct submit *, const char *arg,
 	    struct addr_list *out, char *err, size_t errlen);

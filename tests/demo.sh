@@ -47,16 +47,18 @@ timeout = 30
 [queue]
 dir = $d/spool
 [sender]
-domain = demo.example
+address = noreply@demo.example
+[aliases]
+root = admin@demo.example
 [log]
 target = stderr
 INI
 say "3. the configuration ($d/relayq.ini)"
 sed 's/^/  /' "$d/relayq.ini"
 
-say "4. queue a message only (-odq), as cron would call sendmail"
-printf 'Subject: relayq demo\nTo: root\n\nHello from relayq.\n.\nA lone dot above is data with -i.\n' |
-	"$top/relayq" -C "$d/relayq.ini" -FCronDaemon -i -odq root@demo.example
+say "4. queue a message only (-odq), as cron calls sendmail: to root, from root"
+printf 'From: root (Cron Daemon)\nSubject: relayq demo\nTo: root\n\nHello from relayq.\n.\nA lone dot above is data with -i.\n' |
+	"$top/relayq" -C "$d/relayq.ini" -FCronDaemon -i -B8BITMIME -oem -odq root
 echo "  the queue (relayq -bp, as mailq shows it):"
 "$top/relayq" -C "$d/relayq.ini" -bp | sed 's/^/    /'
 

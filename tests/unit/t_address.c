@@ -112,6 +112,30 @@ test_shapes(void **state)
 	assert_false(addr_is_local_name("Sender Name"));
 }
 
+static void
+test_display_names(void **state)
+{
+	static const char *const cases[][2] = {
+		{ "root (Cron Daemon)", "Cron Daemon" },
+		{ "\"Doe, John\" <john@example.com>", "Doe, John" },
+		{ "Web App <app@example.com>", "Web App" },
+		{ "  Gr\xc3\xbc\xc3\x9f" "e  <g@example.com>",
+		    "Gr\xc3\xbc\xc3\x9f" "e" },
+		{ "\"a \\\"q\\\" b\" <x@example.com>", "a \"q\" b" },
+		{ "plain@example.com", "" },
+		{ "<bare@example.com>", "" },
+	};
+	char out[128];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		addr_display_name(cases[i][0], strlen(cases[i][0]), out,
+		    sizeof(out));
+		assert_string_equal(out, cases[i][1]);
+	}
+}
+
 int
 main(void)
 {
@@ -119,6 +143,7 @@ main(void)
 		cmocka_unit_test(test_lists),
 		cmocka_unit_test(test_safe),
 		cmocka_unit_test(test_shapes),
+		cmocka_unit_test(test_display_names),
 	};
 
 	return cmocka_run_group_tests_name("address", tests, NULL, NULL);

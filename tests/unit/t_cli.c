@@ -27,12 +27,15 @@ struct cli_case {
 	unsigned long	 interval;
 	int		 json;
 	const char	*queue_id;
+	const char	*notify, *ret, *envid;
+	int		 body8;
 };
 
 static const struct cli_case cases[] = {
 	{ .name = "cron", .argv = { "/usr/sbin/sendmail", "-FCronDaemon",
 	    "-i", "-B8BITMIME", "-oem", "root" }, .ok = 1, .dot_ends = 0,
-	    .fullname = "CronDaemon", .nrcpts = 1, .first_rcpt = "root" },
+	    .fullname = "CronDaemon", .nrcpts = 1, .first_rcpt = "root",
+	    .body8 = 1 },
 	{ .name = "php", .argv = { "sendmail", "-t", "-i" }, .ok = 1, .t = 1 },
 	{ .name = "php -f attached", .argv = { "sendmail", "-t", "-i",
 	    "-fbounce@example.com" }, .ok = 1, .t = 1,
@@ -64,7 +67,8 @@ static const struct cli_case cases[] = {
 	    .ok = 1, .dot_ends = 1, .delivery = CLI_DELIVERY_FOREGROUND,
 	    .nrcpts = 1 },
 	{ .name = "-B separate", .argv = { "sendmail", "-B", "8BITMIME",
-	    "a@b.example" }, .ok = 1, .dot_ends = 1, .nrcpts = 1 },
+	    "a@b.example" }, .ok = 1, .dot_ends = 1, .nrcpts = 1,
+	    .body8 = 1 },
 	{ .name = "-C and -v", .argv = { "sendmail", "-v", "-C", "/x.ini",
 	    "a@b.example" }, .ok = 1, .dot_ends = 1, .verbose = 1,
 	    .config = "/x.ini", .nrcpts = 1 },
@@ -108,6 +112,19 @@ static const struct cli_case cases[] = {
 	{ .name = "queue remove", .argv = { "relayq", "queue", "remove",
 	    "0123" }, .ok = 1, .mode = CLI_QUEUE_REMOVE, .dot_ends = 1,
 	    .queue_id = "0123" },
+	{ .name = "DSN and body flags", .argv = { "sendmail", "-N",
+	    "failure,delay", "-Rhdrs", "-V", "abc-123", "-B8BITMIME",
+	    "x@y.example" }, .ok = 1, .dot_ends = 1, .nrcpts = 1,
+	    .notify = "failure,delay", .ret = "hdrs", .envid = "abc-123",
+	    .body8 = 1 },
+	{ .name = "-N never", .argv = { "sendmail", "-Nnever", "x@y.example" },
+	    .ok = 1, .dot_ends = 1, .nrcpts = 1, .notify = "never" },
+	{ .name = "bad -N", .argv = { "sendmail", "-N", "sometimes" },
+	    .err_has = "-N takes" },
+	{ .name = "bad -R", .argv = { "sendmail", "-R", "body" },
+	    .err_has = "-R takes" },
+	{ .name = "bad -V", .argv = { "sendmail", "-V", "a b" },
+	    .err_has = "-V takes" },
 	{ .name = "queue bad verb", .argv = { "relayq", "queue", "flush" },
 	    .err_has = "usage: relayq queue" },
 	{ .name = "as sendmail, queue is a recipient", .argv = { "sendmail",
@@ -161,6 +178,13 @@ test_cases(void **state)
 		assert_int_equal(o.json, c->json);
 		if (c->queue_id)
 			assert_string_equal(o.queue_id, c->queue_id);
+		if (c->notify)
+			assert_string_equal(o.dsn_notify, c->notify);
+		if (c->ret)
+			assert_string_equal(o.dsn_ret, c->ret);
+		if (c->envid)
+			assert_string_equal(o.dsn_envid, c->envid);
+		assert_int_equal(o.body8bit, c->body8);
 	}
 }
 

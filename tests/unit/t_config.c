@@ -171,7 +171,7 @@ test_env_override(void **state)
 	config_free(c);
 	assert_int_equal(setenv("RELAYQ_RELAY_PORT", "0", 1), 0);
 	assert_null(config_load(path, 1, err, sizeof(err)));
-	assert_non_null(strstr(err, "RELAYQ_relay_port"));
+	assert_non_null(strstr(err, "RELAYQ_RELAY_PORT"));
 	(void)unsetenv("RELAYQ_RELAY_PORT");
 }
 
@@ -204,6 +204,63 @@ test_password_file(void **state)
 	config_free(c);
 }
 
+static void
+test_aliases_accounts_sender(void **state)
+{
+	const struct config_alias *a;
+	struct config *c;
+	char err[512];
+
+	(void)state;
+	write_ini("[relay]\nuser = u@example.com\npassword = p\n"
+	    "[sender]\naddress = noreply@example.com\nrewrite = always\n"
+	    "reply_to = yes\n[aliases]\nRoot = a@example.com, "
+	    "\"Ops Team\" <ops@example.com>\ndefault = c@example.com\n"
+	    "[account Example.SE]\nuser = se@example.se\n"
+	    "password_file = /nonexistent\n");
+	c = config_load(path, 0, err, sizeof(err));
+	assert_non_null(c);
+	assert_string_equal(c->sender.address, "noreply@example.com");
+	assert_int_equal(c->sender.rewrite, CONFIG_REWRITE_ALWAYS);
+	assert_int_equal(c->sender.reply_to, 1);
+	a = config_alias(c, "ROOT");
+	assert_non_null(a);
+	assert_int_equal(a->nto, 2);
+	assert_string_equal(a->to[1], "ops@example.com");
+	assert_non_null(config_alias(c, "default"));
+	assert_null(config_alias(c, "www-data"));
+	assert_non_null(config_account_for(c, "app@example.se"));
+	assert_string_equal(config_account_for(c, "x@EXAMPLE.se")->user,
+	    "se@example.se");
+	assert_null(config_account_for(c, "app@example.com"));
+	assert_int_equal(config_account_password(config_account_for(c,
+	    "a@example.se"), err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "/nonexistent"));
+	config_free(c);
+
+	write_ini("[relay]\nuser = u@example.com\npassword = p\n"
+	    "[aliases]\nroot = root\n");
+	assert_null(config_load(path, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, "[aliases] root"));
+	assert_non_null(strstr(err, "not a full address"));
+	write_ini("[relay]\nuser = u@example.com\npassword = p\n"
+	    "[aliases]\nroot =\n");
+	assert_null(config_load(path, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, "[aliases] root: is empty"));
+	write_ini("[relay]\nhost = 127.0.0.1\ntls = none\n"
+	    "[account example.se]\nuser = x@example.se\npassword = p\n");
+	assert_null(config_load(path, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, "no AUTH without TLS"));
+	write_ini("[relay]\nuser = u@example.com\npassword = p\n"
+	    "[account example.se]\nuser = x@example.se\nhost = y\n");
+	assert_null(config_load(path, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, "unknown key"));
+	write_ini("[relay]\nuser = u@example.com\npassword = p\n"
+	    "[sender]\nrewrite = sometimes\n");
+	assert_null(config_load(path, 0, err, sizeof(err)));
+	assert_non_null(strstr(err, ":5: [sender] rewrite"));
+}
+
 int
 main(void)
 {
@@ -214,6 +271,7 @@ main(void)
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_env_override),
 		cmocka_unit_test(test_password_file),
+		cmocka_unit_test(test_aliases_accounts_sender),
 	};
 
 	return cmocka_run_group_tests_name("config", tests, setup, teardown);

@@ -26,6 +26,7 @@ static void
 spool_one(struct spool *sp, struct spool_entry *e, const char *data)
 {
 	struct spool_writer *w = malloc(sizeof(*w));
+	struct spool_dsn dsn = { "failure,delay", "hdrs", "env-1" };
 	struct addr_list r;
 	char err[256];
 
@@ -33,7 +34,7 @@ spool_one(struct spool *sp, struct spool_entry *e, const char *data)
 	addr_list_init(&r);
 	addr_list_add(&r, "a@example.com");
 	addr_list_add(&r, "b@example.com");
-	assert_int_equal(spool_create(sp, w, 1764133000, "s@example.com", &r,
+	assert_int_equal(spool_create(sp, w, 1764133000, "s@example.com", &r, &dsn,
 	    err, sizeof(err)), 0);
 	assert_int_equal(spool_write(w, data, strlen(data)), 0);
 	assert_int_equal(spool_commit(sp, w, 1, 1, e, err, sizeof(err)), 0);
@@ -64,6 +65,9 @@ test_commit_and_open(void **state)
 	assert_string_equal(e2.rcpts.v[1], "b@example.com");
 	assert_int_equal(e2.eightbit, 1);
 	assert_int_equal(e2.arrival, 1764133000);
+	assert_string_equal(e2.notify, "failure,delay");
+	assert_string_equal(e2.ret, "hdrs");
+	assert_string_equal(e2.envid, "env-1");
 	assert_int_equal(pread(e2.fd, buf, 10, e2.data_off), 10);
 	assert_memory_equal(buf, "Subject: x", 10);
 

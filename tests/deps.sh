@@ -61,4 +61,5 @@ if [ -n "$missing" ]; then
 	apt-get install -y -q --no-install-recommends $missing
 fi
 
+sh "$HERE/mta-setup.sh"
 exec sh "$HERE/clients-setup.sh"

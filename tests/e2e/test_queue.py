@@ -594,7 +594,7 @@ def test_daemon_sigterm_finishes_message_in_flight(relayq, relay):
     d = relayq.popen(["-q1m"], write=False)
     cp = run(relayq, ["-odq", RCPT], msg("inflight"), check_tmp=False)
     assert cp.returncode == 0, fmt(cp)
-    r.wait_for_messages(1, timeout=5)      # final dot sent, reply pending
+    r.wait_for_messages(1, timeout=15)     # final dot sent, reply pending
     d.proc.send_signal(signal.SIGTERM)
     cp = d.finish(5)
     assert cp.returncode == 0, fmt(cp)

@@ -80,8 +80,9 @@ main(int argc, char **argv)
 		(void)printf("relayq %s\n", RELAYQ_VERSION);
 		return 0;
 	case CLI_NEWALIASES:
-		(void)printf("relayq keeps no alias database; there is "
-		    "nothing to rebuild\n");
+		(void)printf("relayq keeps no alias database: aliases live in "
+		    "the [aliases] section of %s\n(see relayq.ini(5)); there "
+		    "is nothing to rebuild\n", CONFIG_DEFAULT_PATH);
 		return 0;
 	default:
 		break;

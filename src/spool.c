@@ -34,10 +34,14 @@
  *	atrcpt 1			it was refused at RCPT
  *
  * Commit (spool_commit): write tmp/ID, fsync, close (checked), reopen and
- * lock it, link it as queue/ID (link(2) never replaces an existing file),
- * unlink tmp/ID, fsync queue/.  Exit 0 comes only after that.
+ * lock it, rename it to queue/ID with RENAME_NOREPLACE (atomic, and never
+ * replacing a file), fsync queue/.  Exit 0 comes only after that.  Where
+ * the filesystem lacks RENAME_NOREPLACE, link(2) and unlink(2) do it; a
+ * runner that meets the file between the two sees two links and its twin
+ * in tmp/, and leaves it alone as busy instead of quarantining it.
  */
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -46,6 +50,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +271,36 @@ spool_abort_current(void)
 		spool_abort(spool_current);
 }
 
+/* rename(2) that fails with EEXIST instead of replacing to. */
+static int
+spool_rename_noreplace(const char *from, const char *to)
+{
+#ifdef SYS_renameat2
+	if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to,
+	    RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -1;
+#endif
+	if (link(from, to) == -1)
+		return -1;
+	(void)unlink(from);
+	return 0;
+}
+
+/* 1 if path (two links) is a commit in progress: its twin is tmp/ID. */
+static int
+spool_committing(struct spool *s, const char *id, const struct stat *st)
+{
+	char twin[4096];
+	struct stat tst;
+
+	return st->st_nlink == 2 &&
+	    spool_path(twin, sizeof(twin), s, "tmp", id, NULL) == 0 &&
+	    lstat(twin, &tst) == 0 && tst.st_ino == st->st_ino &&
+	    tst.st_dev == st->st_dev;
+}
+
 int
 spool_commit(struct spool *s, struct spool_writer *w, int eightbit,
     int lock, struct spool_entry *e, char *err, size_t errlen)
@@ -298,9 +333,8 @@ spool_commit(struct spool *s, struct spool_writer *w, int eightbit,
 		errno = ENAMETOOLONG;
 		goto fail;
 	}
-	if (link(w->tmppath, path) == -1)
+	if (spool_rename_noreplace(w->tmppath, path) == -1)
 		goto fail;
-	(void)unlink(w->tmppath);
 	w->tmppath[0] = '\0';
 	if (util_fsync_dir(qdir) == -1) {
 		/* Not durable: take it back rather than claim success. */
@@ -578,6 +612,11 @@ spool_entry_load(struct spool *s, const char *dir, const char *id,
 		(void)util_snprintf(err, errlen, "%s: %s", path,
 		    strerror(errno));
 		return errno == ELOOP ? SPOOL_OPEN_BAD : SPOOL_OPEN_ERROR;
+	}
+	if (fstat(e->fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    st.st_uid == geteuid() && spool_committing(s, id, &st)) {
+		spool_entry_close(e);
+		return SPOOL_OPEN_BUSY;
 	}
 	if (fstat(e->fd, &st) == -1 || !S_ISREG(st.st_mode) ||
 	    st.st_nlink != 1 || st.st_uid != geteuid()) {

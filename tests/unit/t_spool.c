@@ -137,6 +137,32 @@ test_list_quarantines_foreign(void **state)
 	spool_close(&sp);
 }
 
+static void
+test_two_links(void **state)
+{
+	struct spool sp;
+	struct spool_entry e, e2;
+	char err[256], qpath[256], twin[256];
+
+	(void)state;
+	assert_int_equal(spool_open(&sp, dir, err, sizeof(err)), 0);
+	spool_one(&sp, &e, "a\r\n");
+	spool_entry_close(&e);
+	(void)snprintf(qpath, sizeof(qpath), "%s/queue/%s", dir, e.id);
+	/* Mid-commit (link before unlink): busy, never quarantined. */
+	(void)snprintf(twin, sizeof(twin), "%s/tmp/%s", dir, e.id);
+	assert_int_equal(link(qpath, twin), 0);
+	assert_int_equal(spool_entry_open(&sp, e.id, &e2, err, sizeof(err)),
+	    SPOOL_OPEN_BUSY);
+	assert_int_equal(unlink(twin), 0);
+	/* A hard link from anywhere else is hostile. */
+	(void)snprintf(twin, sizeof(twin), "%s/elsewhere", dir);
+	assert_int_equal(link(qpath, twin), 0);
+	assert_int_equal(spool_entry_open(&sp, e.id, &e2, err, sizeof(err)),
+	    SPOOL_OPEN_BAD);
+	spool_close(&sp);
+}
+
 int
 main(void)
 {
@@ -147,6 +173,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_list_quarantines_foreign,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_links, setup,
+		    teardown),
 	};
 
 	return cmocka_run_group_tests_name("spool", tests, NULL, NULL);

@@ -41,7 +41,11 @@ tunnel_error(struct tunnel *t, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* 1 if the peer of fd is a socket held by this process. */
+/*
+ * 1 if the peer of fd is a socket held by this process (libESMTP's), which
+ * also gets TCP_NODELAY: libESMTP never sets it, and Nagle would hold each
+ * message's last small write until the delayed ACK.
+ */
 static int
 tunnel_peer_is_us(int fd)
 {
@@ -66,8 +70,13 @@ tunnel_peer_is_us(int fd)
 		if (getsockname((int)n, (struct sockaddr *)&mine, &len) == 0 &&
 		    mine.sin_family == AF_INET &&
 		    mine.sin_port == peer.sin_port &&
-		    mine.sin_addr.s_addr == peer.sin_addr.s_addr)
+		    mine.sin_addr.s_addr == peer.sin_addr.s_addr) {
+			int one = 1;
+
+			(void)setsockopt((int)n, IPPROTO_TCP, TCP_NODELAY,
+			    &one, sizeof(one));
 			found = 1;
+		}
 	}
 	(void)closedir(dp);
 	return found;
@@ -181,8 +190,13 @@ tunnel_main(void *arg)
 		if (local == -1)
 			continue;
 		(void)fcntl(local, F_SETFD, FD_CLOEXEC);
-		if (tunnel_peer_is_us(local))
+		if (tunnel_peer_is_us(local)) {
+			int one = 1;
+
+			(void)setsockopt(local, IPPROTO_TCP, TCP_NODELAY, &one,
+			    sizeof(one));
 			break;
+		}
 		(void)close(local);
 		local = -1;
 	}

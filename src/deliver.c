@@ -333,8 +333,12 @@ deliver_msg(struct spool_entry *e)
 /* The entries of one session and their relay messages, side by side. */
 struct deliver_batch {
 	const struct deliver_opts *opts;
+	struct config		*cfg;
+	struct spool		*sp;
+	struct deliver_result	*res;
 	struct spool_entry	**entries;
 	struct relay_msg	**msgs;
+	char			*applied;	/* settled during the session */
 	size_t			 n;
 };
 
@@ -343,8 +347,10 @@ deliver_batch_add(struct deliver_batch *b, struct spool_entry *e)
 {
 	b->entries = xreallocarray(b->entries, b->n + 1, sizeof(*b->entries));
 	b->msgs = xreallocarray(b->msgs, b->n + 1, sizeof(*b->msgs));
+	b->applied = xreallocarray(b->applied, b->n + 1, 1);
 	b->entries[b->n] = e;
 	b->msgs[b->n] = deliver_msg(e);
+	b->applied[b->n] = 0;
 	b->n++;
 }
 
@@ -374,6 +380,25 @@ deliver_hook_note(void *arg, const char *reply)
 		p->note(p->arg, reply);
 }
 
+/*
+ * A message got its final reply: settle it now (RFC 5321 4.5.3.2 and
+ * the reliability bar: done right after the 250), not when the session
+ * ends, so a crash mid-session resends at most the message in flight.
+ */
+static void
+deliver_hook_done(void *arg, struct relay_msg *m)
+{
+	struct deliver_batch *b = arg;
+	size_t i;
+
+	for (i = 0; i < b->n; i++)
+		if (b->msgs[i] == m && !b->applied[i]) {
+			deliver_apply(b->cfg, b->sp, b->entries[i], m, b->opts,
+			    b->res, util_now());
+			b->applied[i] = 1;
+		}
+}
+
 static struct relay_msg *
 deliver_hook_feed(void *arg)
 {
@@ -392,9 +417,9 @@ deliver_entries(struct config *cfg, struct spool *sp,
     struct spool_entry **entries, size_t n, const struct deliver_opts *opts,
     struct deliver_result *res)
 {
-	struct deliver_batch b = { opts, NULL, NULL, 0 };
+	struct deliver_batch b = { opts, cfg, sp, res, NULL, NULL, NULL, 0 };
 	struct relay_pacer hooks = { deliver_hook_wait, deliver_hook_sent,
-	    deliver_hook_note, deliver_hook_feed, &b };
+	    deliver_hook_note, deliver_hook_feed, deliver_hook_done, &b };
 	long long now;
 	char err[512];
 	size_t i;
@@ -428,11 +453,13 @@ deliver_entries(struct config *cfg, struct spool *sp,
 		    res->session.reason);
 	now = util_now();
 	for (i = 0; i < b.n; i++) {
-		deliver_apply(cfg, sp, b.entries[i], b.msgs[i], opts, res,
-		    now);
+		if (!b.applied[i])
+			deliver_apply(cfg, sp, b.entries[i], b.msgs[i], opts,
+			    res, now);
 		free(b.msgs[i]->rcpts);
 		free(b.msgs[i]);
 	}
+	free(b.applied);
 	free(b.msgs);
 	free(b.entries);
 }

@@ -270,7 +270,7 @@ runner_deliver(struct runner *r, struct spool_entry **entries, size_t n,
     const struct spool_entry *foreground, struct deliver_result *res)
 {
 	struct relay_pacer pacer = { runner_pace_wait, runner_pace_sent,
-	    runner_pace_note, NULL, r };
+	    runner_pace_note, NULL, NULL, r };
 	struct deliver_opts opts = { r->verbose, &pacer, foreground, NULL,
 	    NULL };
 
@@ -289,7 +289,7 @@ static int
 runner_session(struct runner *r, struct spool_entry *first)
 {
 	struct relay_pacer pacer = { runner_pace_wait, runner_pace_sent,
-	    runner_pace_note, NULL, r };
+	    runner_pace_note, NULL, NULL, r };
 	struct deliver_opts opts = { r->verbose, &pacer, NULL, runner_more,
 	    r };
 	struct deliver_result res;

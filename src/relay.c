@@ -66,6 +66,7 @@ struct relay_state {
 };
 
 static int relay_add(smtp_session_t, struct relay_state *, struct relay_msg *);
+static void relay_collect(smtp_message_t, void *);
 
 static void
 relay_alarm(int sig)
@@ -257,6 +258,10 @@ relay_event(smtp_session_t session, int event, void *arg, ...)
 			break;
 		if (p->sent != NULL)
 			p->sent(p->arg);
+		if (p->done != NULL) {
+			relay_collect(sm, NULL);
+			p->done(p->arg, m);
+		}
 		if (m->index + 1 < rs->added && p->wait != NULL &&
 		    p->wait(p->arg) == -1) {
 			rs->interrupted = 1;

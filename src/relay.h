@@ -81,6 +81,9 @@ struct relay_pacer {
 	void		(*sent)(void *arg);
 	void		(*note)(void *arg, const char *reply);
 	struct relay_msg *(*feed)(void *arg);
+	/* A message got its final reply: its outcome fields are filled in
+	 * already, so it can be settled before the session goes on. */
+	void		(*done)(void *arg, struct relay_msg *);
 	void		*arg;
 };
 

@@ -496,6 +496,26 @@ def test_kill9_runner_leaves_no_stale_lock(relayq, relay):
     assert relayq.queue_files() == []
 
 
+def test_kill9_mid_session_resends_only_the_message_in_flight(relayq, relay):
+    # Each message is settled right after its 250, not when the session
+    # ends: killed after five acknowledged ones, the next run resends at
+    # most the one whose reply was pending.
+    r = relay(reply_delay=0.1)
+    configure(relayq, r, {"rate": 0})
+    sent = relayq.queue_messages(20)
+    p = relayq.popen(["-q"], write=False)
+    r.wait_for_messages(6, timeout=20)
+    os.kill(p.pid, signal.SIGKILL)
+    p.proc.wait(10)
+    cp = run(relayq, ["-q"], timeout=60)
+    assert cp.returncode == 0, fmt(cp)
+    got = mids(r.messages)
+    assert set(got) == set(sent), "lost messages"
+    dups = [x for x in set(got) if got.count(x) > 1]
+    assert len(dups) <= 1 and len(got) <= len(sent) + 1, dups
+    assert relayq.queue_files() == []
+
+
 def test_foreground_submitter_hands_message_to_active_runner(relayq, relay):
     r = relay(reply_delay=0.15,
               rcpt_replies={"refused@example.com": (550, "5.1.1 No such user")})

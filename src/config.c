@@ -680,12 +680,18 @@ fail:
 char *
 config_sender_domain(const struct config *cfg)
 {
+	if (cfg->sender.domain != NULL)
+		return xstrdup(cfg->sender.domain);
+	return config_host_fqdn();
+}
+
+char *
+config_host_fqdn(void)
+{
 	struct addrinfo hints, *res = NULL;
 	char host[256];
 	char *fqdn;
 
-	if (cfg->sender.domain != NULL)
-		return xstrdup(cfg->sender.domain);
 	if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
 		return xstrdup("localhost");
 	host[sizeof(host) - 1] = '\0';

@@ -107,6 +107,8 @@ void	config_free(struct config *);
  * fully qualified name.  The caller frees it.
  */
 char	*config_sender_domain(const struct config *);
+/* This host's fully qualified name (the resolver's canonical name). */
+char	*config_host_fqdn(void);
 
 /*
  * Makes cfg->relay.password available, reading password_file if needed.

@@ -175,15 +175,6 @@ deliver_finish(struct config *cfg, struct spool *sp, struct spool_entry *e)
 	deliver_settle(cfg, sp, e, util_now());
 }
 
-/* 1 if a reply asks us to slow down: 421/451/454 with 4.7.x. */
-static int
-deliver_is_throttle(const char *text)
-{
-	return (strncmp(text, "421 4.7.", 8) == 0 ||
-	    strncmp(text, "451 4.7.", 8) == 0 ||
-	    strncmp(text, "454 4.7.", 8) == 0);
-}
-
 /* Applies one message's relay outcome to its spool entry. */
 static void
 deliver_apply(struct config *cfg, struct spool *sp, struct spool_entry *e,
@@ -207,11 +198,6 @@ deliver_apply(struct config *cfg, struct spool *sp, struct spool_entry *e,
 	/* 530 to MAIL means AUTH trouble, never the message's fault. */
 	mail_refused = m->mail_code >= 500 && m->mail_code != 530 &&
 	    ses->failure == RELAY_FAIL_NONE;
-	if (deliver_is_throttle(m->mail_text) ||
-	    deliver_is_throttle(m->data_text))
-		res->throttled = 1;
-	if (m->data_code >= 200 && m->data_code < 300)
-		res->accepted = 1;
 	e->attempts++;
 	for (i = 0; i < e->rcpts.n; i++) {
 		struct spool_rcpt_state *rs = &e->rstate[i];
@@ -224,8 +210,6 @@ deliver_apply(struct config *cfg, struct spool *sp, struct spool_entry *e,
 		}
 		rr = &m->rcpts[k++];
 		tried[i] = 1;
-		if (deliver_is_throttle(rr->text))
-			res->throttled = 1;
 		if (ses->failure != RELAY_FAIL_NONE) {
 			rs->code = 0;
 			(void)util_strlcpy(rs->text, ses->reason,

@@ -41,8 +41,6 @@ struct deliver_result {
 	size_t			rcpts_refused_at_rcpt;
 	size_t			dsns;		/* DSNs queued */
 	size_t			untouched;	/* never reached MAIL */
-	int			throttled;	/* 421/451/454 4.7.x seen */
-	int			accepted;	/* some message was taken */
 };
 
 /* Retry delay after the given number of attempts, in seconds. */

@@ -89,9 +89,10 @@ queuectl_text_entry(struct buf *b, const struct spool_entry *e,
 	else if (e->next_try <= now)
 		(void)util_strlcpy(next, "now", sizeof(next));
 	else {
-		queuectl_age(age[0] ? next + 3 : next, sizeof(next) - 3,
-		    e->next_try - now);
-		memcpy(next, "in ", 3);
+		char in[16];
+
+		queuectl_age(in, sizeof(in), e->next_try - now);
+		(void)util_snprintf(next, sizeof(next), "in %s", in);
 	}
 	buf_printf(b, "%-20s %9zu %5s %8lu  %-8s <%s>\n", e->id, e->data_len,
 	    age, e->attempts, next, e->sender);

@@ -535,15 +535,19 @@ static enum notify_flags
 relay_notify_flags(const char *v)
 {
 	int f = 0;
+	size_t n;
 
 	if (util_strcaseeq(v, "never"))
 		return Notify_NEVER;
-	if (strstr(v, "uccess") != NULL || strstr(v, "UCCESS") != NULL)
-		f |= Notify_SUCCESS;
-	if (strstr(v, "ailure") != NULL || strstr(v, "AILURE") != NULL)
-		f |= Notify_FAILURE;
-	if (strstr(v, "elay") != NULL || strstr(v, "ELAY") != NULL)
-		f |= Notify_DELAY;
+	for (; *v != '\0'; v += n + (v[n] == ',')) {
+		n = strcspn(v, ",");
+		if (n == 7 && util_strncaseeq(v, "success", 7))
+			f |= Notify_SUCCESS;
+		else if (n == 7 && util_strncaseeq(v, "failure", 7))
+			f |= Notify_FAILURE;
+		else if (n == 5 && util_strncaseeq(v, "delay", 5))
+			f |= Notify_DELAY;
+	}
 	return (enum notify_flags)f;
 }
 

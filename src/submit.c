@@ -51,19 +51,14 @@ submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
 	pw = getpwuid(getuid());
 	s->login = pw != NULL ? xstrdup(pw->pw_name) :
 	    util_asprintf("uid%lu", (unsigned long)getuid());
-	s->domain = config_sender_domain(cfg);
+	/* One lookup: the FQDN also qualifies when [sender] domain is unset. */
+	s->fqdn = config_host_fqdn();
+	s->domain = xstrdup(cfg->sender.domain != NULL ? cfg->sender.domain :
+	    s->fqdn);
 	if (gethostname(s->host, sizeof(s->host)) == -1)
 		s->host[0] = '\0';
 	s->host[sizeof(s->host) - 1] = '\0';
 	s->host[strcspn(s->host, ".")] = '\0';
-	{
-		/* The FQDN, whatever [sender] domain says. */
-		char *saved = cfg->sender.domain;
-
-		cfg->sender.domain = NULL;
-		s->fqdn = config_sender_domain(cfg);
-		cfg->sender.domain = saved;
-	}
 	switch (o->delivery) {
 	case CLI_DELIVERY_FOREGROUND:
 		s->delivery = CONFIG_DELIVERY_FOREGROUND;

@@ -105,3 +105,20 @@ buf_take(struct buf *b)
 	buf_init(b);
 	return p;
 }
+
+void
+buf_json_str(struct buf *b, const char *s)
+{
+	buf_append(b, "\"", 1);
+	for (; s != NULL && *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			buf_printf(b, "\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			buf_printf(b, "\\u%04x", c);
+		else
+			buf_append(b, s, 1);
+	}
+	buf_append(b, "\"", 1);
+}

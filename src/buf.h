@@ -22,6 +22,11 @@ void	buf_printf(struct buf *, const char *, ...)
 	    __attribute__((format(printf, 2, 3)));
 void	buf_vprintf(struct buf *, const char *, va_list)
 	    __attribute__((format(printf, 2, 0)));
+/*
+ * Appends s as a JSON string; octets >= 0x80 become \u00XX, so the
+ * output is valid JSON whatever s holds.
+ */
+void	buf_json_str(struct buf *, const char *s);
 /* Hands the data over to the caller (who frees it) and resets the buffer. */
 char	*buf_take(struct buf *);
 

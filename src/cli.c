@@ -16,7 +16,10 @@ const char cli_usage[] =
     "usage: relayq [-tiUv] [-B type] [-C file] [-F name] [-f sender] "
     "[-N dsn] [-R ret] [-V envid] [-bm | -bs | -bp | -bi] "
     "[-odi | -odb | -odq] [-oX...] [-q[interval]] [--] [recipient ...]\n"
-    "       relayq [-C file] queue list [--json] | retry ID | remove ID";
+    "       relayq [-C file] queue list [--json] | retry ID | remove ID\n"
+    "       relayq [-C file] check [--json] [--no-dns] [--no-relay] "
+    "[DOMAIN ...]\n"
+    "       relayq [-C file] dns-records [DOMAIN]";
 
 static const char *
 cli_basename(const char *p)
@@ -151,6 +154,40 @@ cli_parse_queue(struct cli_opts *o, char *err, size_t errlen)
 usage:
 	(void)util_snprintf(err, errlen, "usage: relayq queue list [--json] | "
 	    "retry ID | remove ID");
+	return -1;
+}
+
+/* relayq check [--json] [--no-dns] [--no-relay] [DOMAIN...] and
+ * relayq dns-records [DOMAIN]: options first, then domains. */
+static int
+cli_parse_check(struct cli_opts *o, char *err, size_t errlen)
+{
+	int check = strcmp(o->rcpts[0], "check") == 0;
+	size_t i = 1;
+
+	o->mode = check ? CLI_CHECK : CLI_DNS_RECORDS;
+	for (; check && i < o->nrcpts && o->rcpts[i][0] == '-'; i++) {
+		if (strcmp(o->rcpts[i], "--json") == 0)
+			o->json = 1;
+		else if (strcmp(o->rcpts[i], "--no-dns") == 0)
+			o->no_dns = 1;
+		else if (strcmp(o->rcpts[i], "--no-relay") == 0)
+			o->no_relay = 1;
+		else
+			goto usage;
+	}
+	o->rcpts += i;
+	o->nrcpts -= i;
+	for (i = 0; i < o->nrcpts; i++)
+		if (o->rcpts[i][0] == '-' || o->rcpts[i][0] == '\0')
+			goto usage;
+	if (!check && o->nrcpts > 1)
+		goto usage;
+	return 0;
+usage:
+	(void)util_snprintf(err, errlen, check ? "usage: relayq check [--json] "
+	    "[--no-dns] [--no-relay] [DOMAIN ...]" :
+	    "usage: relayq dns-records [DOMAIN]");
 	return -1;
 }
 
@@ -322,5 +359,9 @@ unknown:
 	if (strcmp(prog, "relayq") == 0 && o->mode == CLI_SUBMIT &&
 	    o->nrcpts > 0 && strcmp(o->rcpts[0], "queue") == 0)
 		return cli_parse_queue(o, err, errlen);
+	if (strcmp(prog, "relayq") == 0 && o->mode == CLI_SUBMIT &&
+	    o->nrcpts > 0 && (strcmp(o->rcpts[0], "check") == 0 ||
+	    strcmp(o->rcpts[0], "dns-records") == 0))
+		return cli_parse_check(o, err, errlen);
 	return 0;
 }

@@ -17,6 +17,8 @@ enum cli_mode {
 	CLI_QUEUE_LIST,		/* -bp, mailq, relayq queue list */
 	CLI_QUEUE_RETRY,	/* relayq queue retry ID */
 	CLI_QUEUE_REMOVE,	/* relayq queue remove ID */
+	CLI_CHECK,		/* relayq check [DOMAIN...] */
+	CLI_DNS_RECORDS,	/* relayq dns-records [DOMAIN] */
 	CLI_NEWALIASES,		/* newaliases, -bi, -I */
 	CLI_VERSION		/* --version */
 };
@@ -42,9 +44,12 @@ struct cli_opts {
 	const char	 *dsn_ret;		/* -R full|hdrs */
 	const char	 *dsn_envid;		/* -V envid */
 	int		  body8bit;		/* -B 8BITMIME */
-	int		  json;			/* queue list --json */
+	int		  json;			/* queue list, check: --json */
+	int		  no_dns;		/* check --no-dns */
+	int		  no_relay;		/* check --no-relay */
 	const char	 *queue_id;		/* queue retry|remove ID */
-	char		**rcpts;		/* operands, may hold comma lists */
+	char		**rcpts;		/* operands, may hold comma lists;
+						   check's domains */
 	size_t		  nrcpts;
 	/* Options that were accepted and ignored, for the -v note. */
 	const char	 *ignored[16];

@@ -22,6 +22,8 @@
 
 #include "address.h"
 #include "config.h"
+#include "dkim.h"
+#include "dns.h"
 #include "util.h"
 
 enum config_type { T_STRING, T_PORT, T_SECONDS, T_TLS, T_DELIVERY, T_LOG,
@@ -36,6 +38,8 @@ struct config_key {
 };
 
 #define OFF(f) offsetof(struct config, f)
+
+static int config_validate_dkim(struct config *, char *, size_t);
 static const struct config_key config_keys[] = {
 	{ "relay", "host", T_STRING, "smtp.elastx.email", OFF(relay.host) },
 	{ "relay", "port", T_PORT, "587", OFF(relay.port) },
@@ -59,6 +63,11 @@ static const struct config_key config_keys[] = {
 	{ "sender", "address", T_STRING, NULL, OFF(sender.address) },
 	{ "sender", "rewrite", T_REWRITE, "local", OFF(sender.rewrite) },
 	{ "sender", "reply_to", T_BOOL, "no", OFF(sender.reply_to) },
+	{ "dkim", "domain", T_STRING, NULL, OFF(dkim.domain) },
+	{ "dkim", "selector", T_STRING, NULL, OFF(dkim.selector) },
+	{ "dkim", "key_file", T_STRING, NULL, OFF(dkim.key_file) },
+	{ "dkim", "require", T_BOOL, "no", OFF(dkim.require) },
+	{ "dns", "server", T_STRING, NULL, OFF(dns.server) },
 	{ "log", "target", T_LOG, "auto", OFF(log.target) },
 };
 #undef OFF
@@ -633,7 +642,14 @@ config_validate(struct config *cfg, char *err, size_t errlen)
 		    "must be an absolute path");
 		return -1;
 	}
-	return 0;
+	if (cfg->dns.server != NULL && dns_server_parse(cfg->dns.server,
+	    NULL) == -1) {
+		config_error(err, errlen, src, "dns", "server",
+		    "\"%.64s\" is not an IP address with an optional port "
+		    "(e.g. 127.0.0.1:5353, [::1]:53)", cfg->dns.server);
+		return -1;
+	}
+	return config_validate_dkim(cfg, err, errlen);
 }
 
 struct config *
@@ -823,5 +839,173 @@ config_free(struct config *cfg)
 		free(a->password_file);
 	}
 	free(cfg->accounts);
+	free(cfg->dkim.domain);
+	free(cfg->dkim.selector);
+	free(cfg->dkim.key_file);
+	config_free_list(cfg->dkim.domains, cfg->dkim.ndomains);
+	config_free_list(cfg->dkim.selectors, cfg->dkim.nkeys);
+	config_free_list(cfg->dkim.key_files, cfg->dkim.nkeys);
+	free(cfg->dns.server);
 	free(cfg);
+}
+
+void
+config_free_list(char **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Splits a list of words separated by commas and/or whitespace. */
+static size_t
+config_split(const char *s, char ***out)
+{
+	char **v = NULL;
+	size_t n = 0, len;
+
+	while (s != NULL && *s != '\0') {
+		s += strspn(s, ", \t");
+		if ((len = strcspn(s, ", \t")) == 0)
+			break;
+		v = xreallocarray(v, n + 1, sizeof(*v));
+		v[n++] = xstrndup(s, len);
+		s += len;
+	}
+	*out = v;
+	return n;
+}
+
+/* A DNS name: labels of letters, digits, hyphens and underscores. */
+static int
+config_is_dns_name(const char *s)
+{
+	size_t label = 0, total = 0;
+
+	for (; *s != '\0'; s++, total++) {
+		if (*s == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
+			return 0;
+		if (++label > 63)
+			return 0;
+	}
+	return label > 0 && total <= 253;
+}
+
+static void
+config_add_domain(char ***v, size_t *n, const char *d)
+{
+	size_t i;
+	char *c;
+
+	if (d == NULL || *d == '\0')
+		return;
+	c = xstrdup(d);
+	for (i = 0; c[i] != '\0'; i++)
+		c[i] = (char)tolower((unsigned char)c[i]);
+	for (i = 0; i < *n; i++)
+		if (strcmp((*v)[i], c) == 0) {
+			free(c);
+			return;
+		}
+	*v = xreallocarray(*v, *n + 1, sizeof(**v));
+	(*v)[(*n)++] = c;
+}
+
+size_t
+config_domains(const struct config *cfg, char ***out)
+{
+	char **v = NULL;
+	size_t n = 0, i;
+	const char *at;
+
+	config_add_domain(&v, &n, cfg->sender.domain);
+	if (cfg->sender.address != NULL &&
+	    (at = strrchr(cfg->sender.address, '@')) != NULL)
+		config_add_domain(&v, &n, at + 1);
+	for (i = 0; i < cfg->dkim.ndomains; i++)
+		config_add_domain(&v, &n, cfg->dkim.domains[i]);
+	for (i = 0; i < cfg->naccounts; i++)
+		config_add_domain(&v, &n, cfg->accounts[i].domain);
+	*out = v;
+	return n;
+}
+
+const char *
+config_user_for_domain(const struct config *cfg, const char *domain)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->naccounts; i++)
+		if (util_strcaseeq(cfg->accounts[i].domain, domain))
+			return cfg->accounts[i].user;
+	return cfg->relay.user;
+}
+
+/* [dkim]: lists parsed, keys paired with selectors, names checked. */
+static int
+config_validate_dkim(struct config *cfg, char *err, size_t errlen)
+{
+	const char *src = cfg->path;
+	size_t i, nsel;
+
+	cfg->dkim.ndomains = config_split(cfg->dkim.domain,
+	    &cfg->dkim.domains);
+	cfg->dkim.nkeys = config_split(cfg->dkim.key_file,
+	    &cfg->dkim.key_files);
+	nsel = config_split(cfg->dkim.selector, &cfg->dkim.selectors);
+	if (nsel != cfg->dkim.nkeys) {
+		config_free_list(cfg->dkim.selectors, nsel);
+		cfg->dkim.selectors = NULL;
+		config_error(err, errlen, src, "dkim", "selector",
+		    "needs one selector per key_file (%zu selector%s, %zu "
+		    "key file%s)", nsel, nsel == 1 ? "" : "s",
+		    cfg->dkim.nkeys, cfg->dkim.nkeys == 1 ? "" : "s");
+		cfg->dkim.nkeys = 0;
+		return -1;
+	}
+	if (cfg->dkim.nkeys > DKIM_MAX_KEYS) {
+		config_error(err, errlen, src, "dkim", "key_file",
+		    "at most two keys (one RSA, one Ed25519)");
+		return -1;
+	}
+	if (cfg->dkim.nkeys > 0 && cfg->dkim.ndomains == 0) {
+		config_error(err, errlen, src, "dkim", "domain",
+		    "is required with key_file (the domains to sign for)");
+		return -1;
+	}
+	if (cfg->dkim.ndomains > 0 && cfg->dkim.nkeys == 0) {
+		config_error(err, errlen, src, "dkim", "key_file",
+		    "is required with domain (the private key to sign with)");
+		return -1;
+	}
+	for (i = 0; i < cfg->dkim.ndomains; i++)
+		if (!config_is_dns_name(cfg->dkim.domains[i])) {
+			config_error(err, errlen, src, "dkim", "domain",
+			    "\"%.64s\" is not a domain name",
+			    cfg->dkim.domains[i]);
+			return -1;
+		}
+	for (i = 0; i < cfg->dkim.nkeys; i++) {
+		if (!config_is_dns_name(cfg->dkim.selectors[i])) {
+			config_error(err, errlen, src, "dkim", "selector",
+			    "\"%.64s\" is not a valid selector",
+			    cfg->dkim.selectors[i]);
+			return -1;
+		}
+		if (cfg->dkim.key_files[i][0] != '/') {
+			config_error(err, errlen, src, "dkim", "key_file",
+			    "\"%.200s\" must be an absolute path",
+			    cfg->dkim.key_files[i]);
+			return -1;
+		}
+	}
+	return 0;
 }

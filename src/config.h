@@ -88,6 +88,20 @@ struct config {
 	struct config_account	*accounts;	/* [account DOMAIN] sections */
 	size_t			 naccounts;
 	struct {
+		char		*domain;	/* as written: a list */
+		char		*selector;
+		char		*key_file;
+		char		**domains;	/* parsed: sign From these */
+		size_t		 ndomains;
+		char		**selectors;	/* one per key file */
+		char		**key_files;
+		size_t		 nkeys;
+		int		 require;	/* refuse what cannot be signed */
+	} dkim;
+	struct {
+		char		*server;	/* IP[:PORT], NULL: resolv.conf */
+	} dns;
+	struct {
 		enum log_target	 target;
 	} log;
 };
@@ -115,6 +129,16 @@ char	*config_host_fqdn(void);
  * Returns 0, or -1 with err set.  The password never appears in err.
  */
 int	config_load_password(struct config *, char *err, size_t errlen);
+
+/*
+ * The sender domains the configuration names: [sender] domain and
+ * address, [dkim] domain, [account DOMAIN]; lower case, no duplicates.
+ * Returns the count; *out to free with config_free_list().
+ */
+size_t	config_domains(const struct config *, char ***out);
+void	config_free_list(char **, size_t);
+/* The relay user account that sends for a domain. */
+const char *config_user_for_domain(const struct config *, const char *domain);
 
 /* The [aliases] entry for a local name (any case), or NULL. */
 const struct config_alias *config_alias(const struct config *,

@@ -8,6 +8,7 @@
 #include "buf.h"
 #include "config.h"
 #include "deliver.h"
+#include "dkim.h"
 #include "dsn.h"
 #include "log.h"
 #include "util.h"
@@ -290,6 +291,67 @@ deliver_apply(struct config *cfg, struct spool *sp, struct spool_entry *e,
 	deliver_settle(cfg, sp, e, now);
 }
 
+/*
+ * The message cannot be sent as it must be (no DKIM key to sign it):
+ * an attempt that failed before the relay saw it.  It stays queued, and
+ * expires like any message the relay keeps deferring.
+ */
+static void
+deliver_local_failure(struct config *cfg, struct spool *sp,
+    struct spool_entry *e, const char *why)
+{
+	long long now = util_now();
+	char *tried = xcalloc(e->rcpts.n, 1);
+	size_t i;
+
+	e->tried = 1;
+	e->attempts++;
+	for (i = 0; i < e->rcpts.n; i++)
+		if (e->rstate[i].status == SPOOL_RCPT_PENDING) {
+			e->rstate[i].code = 0;
+			(void)util_strlcpy(e->rstate[i].text, why,
+			    sizeof(e->rstate[i].text));
+			tried[i] = 1;
+		}
+	(void)util_strlcpy(e->last, why, sizeof(e->last));
+	log_warnx("%s: not sent: %s", e->id, why);
+	deliver_log(cfg, e, tried, now);
+	free(tried);
+	if (deliver_expired(cfg, e, now))
+		deliver_expire(cfg, sp, e);
+	else
+		deliver_settle(cfg, sp, e, now);
+}
+
+/*
+ * Signs e on its first attempt and stores the signature before anything
+ * is sent, so every attempt sends the same bytes.  0: ready to send;
+ * -1: not sendable now (settled as a failed attempt).
+ */
+static int
+deliver_prepare(struct config *cfg, struct spool *sp, struct spool_entry *e)
+{
+	char err[512];
+	char *sig;
+	int rc;
+
+	if (cfg->dkim.nkeys == 0 || e->dkim != NULL)
+		return 0;
+	rc = dkim_sign_spooled(cfg, e->fd, e->data_off, e->data_len,
+	    util_now(), &sig, err, sizeof(err));
+	if (rc == 0)
+		return 0;
+	if (rc == 1) {
+		e->dkim = sig;
+		if (spool_entry_save(sp, e, err, sizeof(err)) == 0)
+			return 0;
+		free(e->dkim);
+		e->dkim = NULL;
+	}
+	deliver_local_failure(cfg, sp, e, err);
+	return -1;
+}
+
 /* A message as the relay layer sees it: a byte range and recipients. */
 static struct relay_msg *
 deliver_msg(struct spool_entry *e)
@@ -301,6 +363,8 @@ deliver_msg(struct spool_entry *e)
 	m->fd = e->fd;
 	m->data_off = e->data_off;
 	m->data_len = e->data_len;
+	m->head = e->dkim;
+	m->head_len = e->dkim != NULL ? strlen(e->dkim) : 0;
 	m->sender = e->sender;
 	m->eightbit = e->eightbit;
 	m->notify = e->notify;
@@ -389,9 +453,11 @@ deliver_hook_feed(void *arg)
 	struct deliver_batch *b = arg;
 	struct spool_entry *e;
 
-	if (b->opts->more == NULL ||
-	    (e = b->opts->more(b->opts->more_arg)) == NULL)
-		return NULL;
+	do {
+		if (b->opts->more == NULL ||
+		    (e = b->opts->more(b->opts->more_arg)) == NULL)
+			return NULL;
+	} while (deliver_prepare(b->cfg, b->sp, e) == -1);
 	deliver_batch_add(b, e);
 	return b->msgs[b->n - 1];
 }
@@ -414,9 +480,11 @@ deliver_entries(struct config *cfg, struct spool *sp,
 
 	memset(res, 0, sizeof(*res));
 	for (i = 0; i < n; i++)
-		deliver_batch_add(&b, entries[i]);
+		if (deliver_prepare(cfg, sp, entries[i]) == 0)
+			deliver_batch_add(&b, entries[i]);
 	/* One account per session: the first sender's domain decides. */
-	acct = n > 0 ? config_account_for(cfg, entries[0]->sender) : NULL;
+	acct = b.n > 0 ? config_account_for(cfg, b.entries[0]->sender) :
+	    NULL;
 	if (acct != NULL) {
 		rc = config_account_password(acct, err, sizeof(err));
 		user = acct->user;
@@ -425,11 +493,11 @@ deliver_entries(struct config *cfg, struct spool *sp,
 		rc = config_load_password(cfg, err, sizeof(err));
 		password = cfg->relay.password;
 	}
-	if (rc == -1) {
+	if (b.n > 0 && rc == -1) {
 		res->session.failure = RELAY_FAIL_AUTH;
 		(void)util_snprintf(res->session.reason,
 		    sizeof(res->session.reason), "%s", err);
-	} else
+	} else if (b.n > 0)
 		relay_deliver(cfg, user, password, b.msgs, b.n, opts->verbose,
 		    &hooks, &res->session);
 	if (res->session.failure != RELAY_FAIL_NONE)

@@ -188,6 +188,8 @@ dialogue_main(struct config *cfg, const struct cli_opts *o)
 			if (rc == 0)
 				r = dialogue_reply("250 2.0.0 Ok: queued as %s",
 				    id);
+			else if (rc == EX_DATAERR && s.policy_refused)
+				r = dialogue_reply("550 5.7.1 %s", err);
 			else if (rc == EX_DATAERR)
 				r = dialogue_reply("554 5.6.0 %s", err);
 			else if (rc == EX_NOUSER || rc == EX_UNAVAILABLE)

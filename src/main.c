@@ -15,6 +15,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "cli.h"
 #include "config.h"
 #include "dialogue.h"
@@ -124,6 +125,12 @@ main(int argc, char **argv)
 		break;
 	case CLI_SMTP:
 		rc = dialogue_main(cfg, &opts);
+		break;
+	case CLI_CHECK:
+		rc = check_main(cfg, &opts);
+		break;
+	case CLI_DNS_RECORDS:
+		rc = check_dns_records(cfg, &opts);
 		break;
 	default:
 		rc = submit_main(cfg, &opts);

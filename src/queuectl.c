@@ -19,24 +19,6 @@
 
 static const char *const queuectl_status[] = { "pending", "done", "failed" };
 
-/* Appends s as a JSON string. */
-static void
-queuectl_json_str(struct buf *b, const char *s)
-{
-	buf_append(b, "\"", 1);
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			buf_printf(b, "\\%c", c);
-		else if (c < 0x20)
-			buf_printf(b, "\\u%04x", c);
-		else
-			buf_append(b, s, 1);
-	}
-	buf_append(b, "\"", 1);
-}
-
 static void
 queuectl_json_entry(struct buf *b, const struct spool_entry *e,
     const char *queue)
@@ -45,17 +27,17 @@ queuectl_json_entry(struct buf *b, const struct spool_entry *e,
 
 	buf_printf(b, "{\"id\":\"%s\",\"queue\":\"%s\",\"arrival\":%lld,"
 	    "\"size\":%zu,\"sender\":", e->id, queue, e->arrival, e->data_len);
-	queuectl_json_str(b, e->sender);
+	buf_json_str(b, e->sender);
 	buf_printf(b, ",\"attempts\":%lu,\"next_try\":%lld,\"last_reply\":",
 	    e->attempts, e->next_try);
-	queuectl_json_str(b, e->last);
+	buf_json_str(b, e->last);
 	buf_puts(b, ",\"recipients\":[");
 	for (i = 0; i < e->rcpts.n; i++) {
 		buf_puts(b, i ? ",{\"address\":" : "{\"address\":");
-		queuectl_json_str(b, e->rcpts.v[i]);
+		buf_json_str(b, e->rcpts.v[i]);
 		buf_printf(b, ",\"status\":\"%s\",\"code\":%d,\"reply\":",
 		    queuectl_status[e->rstate[i].status], e->rstate[i].code);
-		queuectl_json_str(b, e->rstate[i].text);
+		buf_json_str(b, e->rstate[i].text);
 		buf_puts(b, "}");
 	}
 	buf_puts(b, "]}");

@@ -431,18 +431,25 @@ relay_message_cb(void **ctx, int *len, void *arg)
 		m->pos = 0;
 		return NULL;
 	}
-	if (m->pos >= m->data_len || m->read_error) {
+	if (m->pos < m->head_len) {
+		/* The signature fields go out first, in one piece. */
+		*len = (int)(m->head_len - m->pos);
+		want = m->pos;
+		m->pos = m->head_len;
+		return m->head + want;
+	}
+	if (m->pos >= m->head_len + m->data_len || m->read_error) {
 		/* Everything went out; libESMTP sends the final dot next. */
 		if (!m->read_error)
 			m->data_sent = 1;
 		*len = 0;
 		return NULL;
 	}
-	want = m->data_len - m->pos;
+	want = m->head_len + m->data_len - m->pos;
 	if (want > RELAY_CHUNK)
 		want = RELAY_CHUNK;
 	if (util_pread_full(m->fd, m->chunk, want, m->data_off +
-	    (off_t)m->pos) == -1) {
+	    (off_t)(m->pos - m->head_len)) == -1) {
 		/* A short message must never be accepted. */
 		m->read_error = 1;
 		relay_cut(m->state);
@@ -566,7 +573,7 @@ relay_add(smtp_session_t session, struct relay_state *rs, struct relay_msg *m)
 	if ((sm = smtp_add_message(session)) == NULL ||
 	    !smtp_set_reverse_path(sm, m->sender[0] != '\0' ? m->sender :
 	    NULL) || !smtp_set_messagecb(sm, relay_message_cb, m) ||
-	    !smtp_size_set_estimate(sm, m->data_len))
+	    !smtp_size_set_estimate(sm, m->head_len + m->data_len))
 		return -1;
 	smtp_message_set_application_data_release(sm, m, NULL);
 	m->handle = sm;

@@ -31,6 +31,8 @@ struct relay_msg {
 	int		 fd;		/* spool file */
 	off_t		 data_off;
 	size_t		 data_len;
+	const char	*head;		/* sent before the data (DKIM), or NULL */
+	size_t		 head_len;
 	const char	*sender;	/* "" for the null sender */
 	int		 eightbit;	/* BODY=8BITMIME when offered */
 	const char	*notify;	/* DSN requests, or NULL */

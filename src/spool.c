@@ -32,6 +32,8 @@
  *	rcpt 1 failed 550 5.1.1 No such user
  *	reported 1			a DSN went out for recipient 1
  *	atrcpt 1			it was refused at RCPT
+ *	dkim DKIM-Signature: v=1; ...	signature lines, sent before the
+ *	dkim 	b=...			data (one state line per line)
  *
  * Commit (spool_commit): write tmp/ID, fsync, close (checked), reopen and
  * lock it, rename it to queue/ID with RENAME_NOREPLACE (atomic, and never
@@ -373,6 +375,8 @@ spool_entry_clear(struct spool_entry *e)
 	free(e->sender);
 	addr_list_free(&e->rcpts);
 	free(e->rstate);
+	free(e->dkim);
+	e->dkim = NULL;
 	e->sender = NULL;
 	e->rstate = NULL;
 }
@@ -504,6 +508,30 @@ done:
 	return rc;
 }
 
+#define SPOOL_DKIM_MAX	8192
+
+/*
+ * Appends one line of stored DKIM-Signature fields: printable ASCII and
+ * tabs only, the first line a DKIM-Signature field.  0, or -1.
+ */
+static int
+spool_add_dkim_line(struct spool_entry *e, const char *v)
+{
+	size_t have = e->dkim != NULL ? strlen(e->dkim) : 0, n = strlen(v), i;
+
+	if (n == 0 || have + n + 3 > SPOOL_DKIM_MAX)
+		return -1;
+	for (i = 0; i < n; i++)
+		if ((v[i] < 0x20 || v[i] > 0x7e) && v[i] != '\t')
+			return -1;
+	if (have == 0 && !util_strncaseeq(v, "DKIM-Signature:", 15))
+		return -1;
+	e->dkim = xrealloc(e->dkim, have + n + 3);
+	memcpy(e->dkim + have, v, n);
+	memcpy(e->dkim + have + n, "\r\n", 3);
+	return 0;
+}
+
 /* Reads dir/ID.state if there is one.  0, or -1 with err. */
 static int
 spool_parse_state(struct spool *s, const char *dir, struct spool_entry *e,
@@ -555,6 +583,9 @@ spool_parse_state(struct spool *s, const char *dir, struct spool_entry *e,
 			if (util_parse_ulong(v, 0, e->rcpts.n - 1, &idx) == -1)
 				goto bad;
 			e->rstate[idx].at_rcpt = 1;
+		} else if ((v = spool_field(line, "dkim")) != NULL) {
+			if (spool_add_dkim_line(e, v) == -1)
+				goto bad;
 		} else if ((v = spool_field(line, "rcpt")) != NULL) {
 			struct spool_rcpt_state *rs;
 
@@ -667,6 +698,7 @@ spool_entry_save(struct spool *s, struct spool_entry *e, char *err,
 {
 	static const char *const names[] = { "pending", "done", "failed" };
 	char tmp[4096], path[4096], qdir[4096];
+	const char *p, *eol;
 	struct buf b;
 	size_t i;
 	int fd = -1, rc;
@@ -689,6 +721,11 @@ spool_entry_save(struct spool *s, struct spool_entry *e, char *err,
 			buf_printf(&b, "reported %zu\n", i);
 		if (rs->at_rcpt)
 			buf_printf(&b, "atrcpt %zu\n", i);
+	}
+	for (p = e->dkim; p != NULL && *p != '\0'; p = eol + 2) {
+		if ((eol = strstr(p, "\r\n")) == NULL)
+			break;
+		buf_printf(&b, "dkim %.*s\n", (int)(eol - p), p);
 	}
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
 	    0600);

@@ -61,6 +61,9 @@ struct spool_entry {
 	long long		 next_try;
 	char			 last[SPOOL_TEXT_MAX];
 	struct spool_rcpt_state	*rstate;	/* one per rcpts.v[] */
+	/* DKIM-Signature field(s) made on the first attempt, sent in front
+	 * of the data on every attempt; NULL: none (yet). */
+	char			*dkim;
 	int			 tried;		/* this run made an attempt */
 };
 

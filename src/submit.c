@@ -17,8 +17,11 @@
 #include "cli.h"
 #include "config.h"
 #include "deliver.h"
+#include "dkim.h"
+#include "dns.h"
 #include "log.h"
 #include "queue.h"
+#include "records.h"
 #include "submit.h"
 #include "util.h"
 
@@ -477,6 +480,78 @@ out:
 	return rc;
 }
 
+/* An added From: is the login's, or the [sender] address. */
+static char *
+submit_added_from(const struct submit *s)
+{
+	return s->cfg->sender.address != NULL &&
+	    s->cfg->sender.rewrite != CONFIG_REWRITE_NEVER ?
+	    xstrdup(s->cfg->sender.address) :
+	    util_asprintf("%s@%s", s->login, s->domain);
+}
+
+/*
+ * [dkim] require: the From domain must be one we sign for, or have the
+ * relay's DKIM record, else the relay refuses the message later.  A
+ * lookup that gets no answer lets the message through (with a warning):
+ * refusing mail because DNS is down would lose it.  0, or EX_DATAERR.
+ */
+static int
+submit_check_dkim(struct submit *s, const struct message *m,
+    const char *added_from, char *err, size_t errlen)
+{
+	struct addr_list al;
+	struct dns_txt txt;
+	enum dns_status st;
+	const char *v, *at;
+	char name[300], why[256], *domain;
+	size_t len, i;
+	int ok = 0;
+
+	addr_list_init(&al);
+	if ((v = message_header_value(m, "From", &len)) != NULL)
+		(void)addr_list_parse(v, len, &al, why, sizeof(why));
+	else
+		addr_list_add(&al, added_from);
+	if (al.n == 0 || (at = strrchr(al.v[0], '@')) == NULL) {
+		(void)util_snprintf(err, errlen, "[dkim] require: the From "
+		    "header has no address with a domain to sign for");
+		addr_list_free(&al);
+		return EX_DATAERR;
+	}
+	domain = xstrdup(at + 1);
+	addr_list_free(&al);
+	if (dkim_signing_domain(s->cfg, domain) != NULL) {
+		free(domain);
+		return 0;
+	}
+	(void)util_snprintf(name, sizeof(name), "%s._domainkey.%s",
+	    RECORDS_DKIM_SELECTOR, domain);
+	st = dns_txt(s->cfg->dns.server, name, &txt, why, sizeof(why));
+	for (i = 0; st == DNS_FOUND && i < txt.n; i++)
+		if (strstr(txt.v[i], "p=") != NULL)
+			ok = 1;
+	dns_txt_free(&txt);
+	if (st == DNS_FAIL) {
+		log_warnx("[dkim] require: cannot look up %s (%s); accepting "
+		    "the message", name, why);
+		ok = 1;
+	}
+	if (!ok) {
+		char shown[128];
+
+		util_sanitize(shown, sizeof(shown), domain, strlen(domain));
+		(void)util_snprintf(err, errlen, "From domain %s cannot be "
+		    "DKIM-signed: no [dkim] key signs for it and there is no "
+		    "DKIM record at %s._domainkey.%s (TXT); create it (see "
+		    "relayq dns-records %s) or add the domain to [dkim] "
+		    "domain", shown, RECORDS_DKIM_SELECTOR, shown, shown);
+		s->policy_refused = 1;
+	}
+	free(domain);
+	return ok ? 0 : EX_DATAERR;
+}
+
 int
 submit_message(struct submit *s, struct linereader *lr, enum message_end end,
     const char *sender, struct addr_list *rcpts, int read_rcpts,
@@ -496,6 +571,7 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	memset(&e, 0, sizeof(e));
 	e.fd = -1;
 	queue_id[0] = '\0';
+	s->policy_refused = 0;
 	message_init(&msg, end);
 	st = message_read_header(&msg, lr, why, sizeof(why));
 	if (st != MESSAGE_OK) {
@@ -520,6 +596,14 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 		    "and none in To:, Cc: or Bcc:");
 		rc = EX_DATAERR;
 		goto done;
+	}
+	if (s->cfg->dkim.require) {
+		char *from = submit_added_from(s);
+
+		rc = submit_check_dkim(s, &msg, from, err, errlen);
+		free(from);
+		if (rc != 0)
+			goto done;
 	}
 	if (!s->spool_open) {
 		if (spool_open(&s->spool, s->cfg->queue.dir, why,
@@ -548,11 +632,7 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	def.msgid = msgid;
 	def.date = now;
 	{
-		/* An added From: is the login's, or the [sender] address. */
-		char *from = s->cfg->sender.address != NULL &&
-		    s->cfg->sender.rewrite != CONFIG_REWRITE_NEVER ?
-		    xstrdup(s->cfg->sender.address) :
-		    util_asprintf("%s@%s", s->login, s->domain);
+		char *from = submit_added_from(s);
 
 		def.from_addr = from;
 		st = message_write(&msg, lr, &def, spool_write, w, why,

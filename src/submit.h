@@ -30,6 +30,8 @@ struct submit {
 	struct spool_dsn dsn;		/* -N, -R, -V */
 	int		 body8bit;	/* -B 8BITMIME */
 	int		 verbose;
+	/* The last refusal was policy ([dkim] require), not the data. */
+	int		 policy_refused;
 };
 
 /* Returns 0, or a sysexits code with err set. */

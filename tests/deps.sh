@@ -14,7 +14,7 @@ HERE=$(dirname "$0")
 # is only unpacked, see clients-setup.sh).
 PKGS="gcc make pkg-config libesmtp-dev libiniparser-dev libssl-dev
 libcmocka-dev python3 python3-aiosmtpd python3-pytest openssl
-ca-certificates mandoc valgrind faketime
+ca-certificates mandoc valgrind faketime python3-dkim dnsmasq-base
 php8.2-cli php-symfony-mailer cron util-linux libbsd0 liblockfile1"
 
 missing=""

@@ -50,8 +50,8 @@ check_domains(const struct config *cfg, const struct cli_opts *o,
 		for (p = d; *p != '\0'; p++)
 			if (*p >= 'A' && *p <= 'Z')
 				*p = (char)(*p - 'A' + 'a');
-		if (n > 0 && d[strlen(d) - 1] == '.')
-			d[strlen(d) - 1] = '\0';
+		if (d[0] != '\0' && d[strlen(d) - 1] == '.')
+			d[strlen(d) - 1] = '\0';	/* "example.com." */
 		v[n++] = d;
 	}
 	*out = v;

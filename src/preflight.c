@@ -218,7 +218,17 @@ preflight_reply(struct preflight_conn *c, struct preflight_step *s, int ehlo)
 			code = 0;
 			break;
 		}
-		code = atoi(line.data);
+		code = (line.data[0] >= '2' && line.data[0] <= '5' &&
+		    line.data[1] >= '0' && line.data[1] <= '9' &&
+		    line.data[2] >= '0' && line.data[2] <= '9' &&
+		    (line.len == 3 || line.data[3] == ' ' ||
+		    line.data[3] == '-')) ? (line.data[0] - '0') * 100 +
+		    (line.data[1] - '0') * 10 + (line.data[2] - '0') : 0;
+		if (code == 0) {
+			(void)util_snprintf(s->detail, sizeof(s->detail),
+			    "not an SMTP reply");
+			break;
+		}
 		util_sanitize(text, sizeof(text), line.data, line.len);
 		if (nlines++ == 0)
 			(void)util_strlcpy(first, text, sizeof(first));
@@ -233,7 +243,7 @@ preflight_reply(struct preflight_conn *c, struct preflight_step *s, int ehlo)
 				c->auth_login |= strstr(ext, "LOGIN") != NULL;
 			}
 		}
-		if (line.data[3] != '-') {
+		if (line.len == 3 || line.data[3] != '-') {
 			if (nlines > 1 && !ehlo)
 				(void)util_snprintf(s->reply, sizeof(s->reply),
 				    "%s ... %s", first, text);

@@ -513,13 +513,15 @@ submit_check_dkim(struct submit *s, const struct message *m,
 		(void)addr_list_parse(v, len, &al, why, sizeof(why));
 	else
 		addr_list_add(&al, added_from);
-	if (al.n == 0 || (at = strrchr(al.v[0], '@')) == NULL) {
+	if (al.n == 0) {
 		(void)util_snprintf(err, errlen, "[dkim] require: the From "
-		    "header has no address with a domain to sign for");
+		    "header has no address to sign for");
 		addr_list_free(&al);
 		return EX_DATAERR;
 	}
-	domain = xstrdup(at + 1);
+	/* A bare local name is qualified like any local address. */
+	at = strrchr(al.v[0], '@');
+	domain = xstrdup(at != NULL ? at + 1 : s->domain);
 	addr_list_free(&al);
 	if (dkim_signing_domain(s->cfg, domain) != NULL) {
 		free(domain);

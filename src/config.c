@@ -693,6 +693,20 @@ fail:
 	return NULL;
 }
 
+struct config *
+config_defaults(void)
+{
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < UTIL_ARRAYLEN(config_keys); i++)
+		if (config_keys[i].def != NULL)
+			(void)config_set(cfg, &config_keys[i],
+			    config_keys[i].def, "(defaults)", err, sizeof(err));
+	return cfg;
+}
+
 char *
 config_sender_domain(const struct config *cfg)
 {

@@ -55,6 +55,9 @@ enum config_delivery {
 
 struct config {
 	char			*path;		/* file read, or NULL */
+	/* The caller may not read the file: defaults only, and every
+	 * submission goes to the maildrop (maildrop.h). */
+	int			 drop;
 	struct {
 		char		*host;
 		unsigned	 port;
@@ -115,6 +118,8 @@ struct config {
 struct config *config_load(const char *path, int allow_env,
 	    char *err, size_t errlen);
 void	config_free(struct config *);
+/* The built-in defaults alone, for a maildrop submission. */
+struct config *config_defaults(void);
 
 /*
  * The domain that qualifies bare names: [sender] domain, else this host's

@@ -1,11 +1,25 @@
 /*
- * main.c -- process set-up and dispatch; the only place that exits.
+ * main.c -- process set-up, who may do what, and dispatch; the only place
+ * that exits.
  *
  * Before anything else: descriptors 0, 1 and 2 are made to exist (so no
- * file we open becomes someone's stdout), the umask is made strict, and
- * SIGPIPE is ignored (libESMTP writes to sockets without MSG_NOSIGNAL).
+ * file we open becomes someone's stdout), the umask is made strict,
+ * SIGPIPE is ignored (libESMTP writes to sockets without MSG_NOSIGNAL)
+ * and so is SIGXFSZ (a file size limit is a write error, not death).
+ *
+ * Installed set-group-ID (relayq.8, INSTALL), a run is privileged: the
+ * environment is emptied and inherited descriptors above 2 are closed.
+ * A caller who can read the configuration then gives the group up and
+ * works directly; anyone else may only submit, into the maildrop
+ * (maildrop.h).  Root works as the owner of the spool, so that every
+ * queue file belongs to the one service user.
  */
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +34,7 @@
 #include "config.h"
 #include "dialogue.h"
 #include "log.h"
+#include "maildrop.h"
 #include "queue.h"
 #include "queuectl.h"
 #include "submit.h"
@@ -47,6 +62,47 @@ main_sanitize_process(void)
 	}
 	(void)umask(077);
 	(void)signal(SIGPIPE, SIG_IGN);
+	(void)signal(SIGXFSZ, SIG_IGN);
+}
+
+/* Nothing the caller left open reaches a privileged run. */
+static void
+main_close_inherited(void)
+{
+	struct rlimit rl;
+	int fd, max = 1024;
+
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
+		return;
+#endif
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    rl.rlim_cur < 65536)
+		max = (int)rl.rlim_cur;
+	for (fd = 3; fd < max; fd++)
+		(void)close(fd);
+}
+
+/*
+ * Root works as the spool's owner (the service user), so that the queue
+ * never holds files the runner would take for foreign ones.  0, or -1.
+ */
+static int
+main_become_spool_owner(const struct config *cfg)
+{
+	struct passwd *pw;
+	struct stat st;
+	gid_t gid;
+
+	if (getuid() != 0 || geteuid() != 0 || stat(cfg->queue.dir, &st) ==
+	    -1 || st.st_uid == 0)
+		return 0;
+	pw = getpwuid(st.st_uid);
+	gid = pw != NULL ? pw->pw_gid : st.st_gid;
+	if (setgroups(0, NULL) == -1 || setgid(gid) == -1 ||
+	    setuid(st.st_uid) == -1 || getuid() != st.st_uid)
+		return -1;
+	return 0;
 }
 
 /* Set-ID runs must not let the caller pick the configuration. */
@@ -89,9 +145,14 @@ main(int argc, char **argv)
 		break;
 	}
 	privileged = main_privileged();
+	if (privileged) {
+		main_close_inherited();
+		if (clearenv() != 0)
+			return EX_OSERR;
+	}
 	if (privileged && opts.config_path != NULL) {
 		/* Another configuration means giving up the set-ID group. */
-		if (setgid(getgid()) == -1 || setuid(getuid()) == -1) {
+		if (maildrop_drop_group() == -1) {
 			(void)fprintf(stderr, "relayq: cannot drop privileges: "
 			    "%s\n", strerror(errno));
 			return EX_OSERR;
@@ -101,10 +162,36 @@ main(int argc, char **argv)
 	for (i = 0; i < opts.nignored; i++)
 		log_debug("ignoring option %s", opts.ignored[i]);
 
-	if ((cfg = config_load(opts.config_path, !privileged, err,
-	    sizeof(err))) == NULL) {
-		(void)fprintf(stderr, "relayq: %s\n", err);
-		return EX_CONFIG;
+	if (privileged && access(CONFIG_DEFAULT_PATH, R_OK) == -1 &&
+	    errno == EACCES) {
+		/* Not trusted with the password: submit into the maildrop,
+		 * nothing else. */
+		if (opts.mode != CLI_SUBMIT && opts.mode != CLI_SMTP) {
+			(void)fprintf(stderr, "relayq: permission denied: only "
+			    "root and the relayq service user may use the "
+			    "queue or the relay this way\n");
+			return EX_NOPERM;
+		}
+		cfg = config_defaults();
+		cfg->drop = 1;
+		cfg->queue.delivery = CONFIG_DELIVERY_QUEUE;
+	} else {
+		if (privileged && maildrop_drop_group() == -1) {
+			(void)fprintf(stderr, "relayq: cannot drop privileges: "
+			    "%s\n", strerror(errno));
+			return EX_OSERR;
+		}
+		if ((cfg = config_load(opts.config_path, !privileged, err,
+		    sizeof(err))) == NULL) {
+			(void)fprintf(stderr, "relayq: %s\n", err);
+			return EX_CONFIG;
+		}
+		if (main_become_spool_owner(cfg) == -1) {
+			(void)fprintf(stderr, "relayq: cannot become the owner "
+			    "of %s: %s\n", cfg->queue.dir, strerror(errno));
+			config_free(cfg);
+			return EX_OSERR;
+		}
 	}
 	log_init(cfg->log.target);
 	switch (opts.mode) {

@@ -85,7 +85,7 @@ message_field_value(const struct message_header *h, size_t *len)
  * The next piece of input with the end-of-input rules applied.  Returns
  * 1 (piece), 0 (end of message), or -(message_status).
  */
-static int
+int
 message_next(struct message *m, struct linereader *lr, int line_start,
     const char **p, size_t *n, int *complete)
 {

@@ -94,6 +94,15 @@ int	message_write(struct message *, struct linereader *,
 	    const struct message_defaults *, message_sink, void *arg,
 	    char *err, size_t errlen);
 
+/*
+ * The next raw piece of input with the end-of-input rules applied (a
+ * lone "." line ends DOT and SMTP input; SMTP dots are unstuffed);
+ * line_start says the piece begins a line.  1 piece, 0 end of message,
+ * or a negative message_status.
+ */
+int	message_next(struct message *, struct linereader *, int line_start,
+	    const char **p, size_t *n, int *complete);
+
 /* Reads and discards the rest of the input, up to its end marker. */
 void	message_drain(struct message *, struct linereader *);
 

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "deliver.h"
 #include "log.h"
+#include "maildrop.h"
 #include "queue.h"
 #include "spool.h"
 #include "util.h"
@@ -109,6 +110,12 @@ runner_acquire(struct runner *r, struct config *cfg, struct spool *sp,
 		(void)close(r->ifd);
 		r->ifd = -1;
 	}
+	r->drop_wd = -1;
+	if (r->ifd != -1 && util_snprintf(path, sizeof(path), "%s/%s",
+	    sp->dir, MAILDROP_SUBDIR) == 0)
+		/* A finished maildrop file is made readable: IN_ATTRIB. */
+		r->drop_wd = inotify_add_watch(r->ifd, path, IN_ATTRIB |
+		    IN_MOVED_TO | IN_CLOSE_WRITE);
 	if (r->ifd == -1)
 		r->overflow = 1;	/* so every pass lists the queue */
 	return 1;
@@ -167,6 +174,8 @@ runner_read_inotify(struct runner *r)
 
 			if (ev->mask & IN_Q_OVERFLOW)
 				r->overflow = 1;
+			else if (ev->wd == r->drop_wd)
+				r->drop_pending = 1;
 			else if (ev->len > 0 && spool_is_id(ev->name) &&
 			    !runner_seen(r, ev->name)) {
 				r->fresh = xreallocarray(r->fresh,
@@ -339,6 +348,13 @@ runner_pass(struct runner *r, int flush, int only_new, long long *next_due)
 	r->busy = 0;
 	r->ids = NULL;
 	r->nids = r->next = 0;
+	/* Submissions of callers without access come in first; what they
+	 * add to queue/ is then seen like any new message. */
+	runner_read_inotify(r);
+	if (!only_new || r->overflow || r->drop_pending) {
+		r->drop_pending = 0;
+		(void)maildrop_pickup(r->cfg, r->sp);
+	}
 	if (!only_new || r->overflow) {
 		/* Drop stale events: the listing covers them. */
 		runner_read_inotify(r);
@@ -382,6 +398,8 @@ runner_has_due(struct runner *r)
 	long long now = util_now();
 	int i, n, due = 0;
 
+	if (maildrop_waiting(r->sp))
+		return 1;
 	if ((n = spool_list(r->sp, &ids, err, sizeof(err))) == -1)
 		return 0;
 	for (i = 0; i < n && !due; i++) {

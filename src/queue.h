@@ -24,6 +24,8 @@ struct runner {
 	struct spool		*sp;
 	int			 lockfd;
 	int			 ifd;		/* inotify on queue/, or -1 */
+	int			 drop_wd;	/* its watch on maildrop/ */
+	int			 drop_pending;	/* maildrop/ changed */
 	struct ratelimit	 rl;
 	int			 verbose;
 	int			 progress;	/* a tty progress line */

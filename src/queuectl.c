@@ -4,11 +4,14 @@
  * Listing reads entries without locking them, so it never waits for a
  * delivery in progress; what it shows may be a moment old.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "config.h"
@@ -97,12 +100,16 @@ queuectl_list(struct config *cfg, int json)
 	char err[1024], **ids;
 	long long now = util_now();
 	size_t d, count[2] = { 0, 0 }, bytes = 0;
-	int i, n, first = 1;
+	struct stat st;
+	int i, n, first = 1, everyone;
 
 	if (spool_open(&sp, cfg->queue.dir, err, sizeof(err)) == -1) {
 		log_user("%s", err);
 		return EX_CANTCREAT;
 	}
+	/* Root and the spool's owner see every message; others their own. */
+	everyone = getuid() == 0 || (stat(cfg->queue.dir, &st) == 0 &&
+	    st.st_uid == getuid());
 	buf_init(&out);
 	if (json)
 		buf_puts(&out, "[");
@@ -121,6 +128,10 @@ queuectl_list(struct config *cfg, int json)
 			if (spool_entry_peek(&sp, dirs[d], ids[i], &e, err,
 			    sizeof(err)) != SPOOL_OPEN_OK)
 				continue;
+			if (!everyone && e.uid != (unsigned long)getuid()) {
+				spool_entry_close(&e);
+				continue;
+			}
 			count[d]++;
 			bytes += e.data_len;
 			if (json) {

@@ -130,7 +130,7 @@ spool_is_id(const char *name)
 	return name[SPOOL_ID_LEN] == '\0';
 }
 
-static int
+int
 spool_new_id(char id[SPOOL_ID_LEN + 1])
 {
 	struct timespec ts;
@@ -185,6 +185,18 @@ spool_create(struct spool *s, struct spool_writer *w, long long arrival,
     const char *sender, const struct addr_list *rcpts,
     const struct spool_dsn *dsn, char *err, size_t errlen)
 {
+	struct spool_origin me = { (unsigned long)getuid(), NULL };
+
+	return spool_create_as(s, w, &me, arrival, sender, rcpts, dsn, err,
+	    errlen);
+}
+
+int
+spool_create_as(struct spool *s, struct spool_writer *w,
+    const struct spool_origin *origin, long long arrival,
+    const char *sender, const struct addr_list *rcpts,
+    const struct spool_dsn *dsn, char *err, size_t errlen)
+{
 	char path[4096];
 	struct stat st;
 	struct buf b;
@@ -194,7 +206,9 @@ spool_create(struct spool *s, struct spool_writer *w, long long arrival,
 	memset(w, 0, sizeof(*w));
 	w->fd = -1;
 	for (tries = 0; tries < 10; tries++) {
-		if (spool_new_id(w->id) == -1) {
+		if (origin->id != NULL)
+			(void)util_strlcpy(w->id, origin->id, sizeof(w->id));
+		else if (spool_new_id(w->id) == -1) {
 			(void)util_snprintf(err, errlen,
 			    "cannot make a queue id: %s", strerror(errno));
 			return -1;
@@ -203,16 +217,25 @@ spool_create(struct spool *s, struct spool_writer *w, long long arrival,
 		if ((spool_path(path, sizeof(path), s, "queue", w->id, NULL)
 		    == 0 && lstat(path, &st) == 0) ||
 		    (spool_path(path, sizeof(path), s, "failed", w->id, NULL)
-		    == 0 && lstat(path, &st) == 0))
-			continue;
+		    == 0 && lstat(path, &st) == 0)) {
+			if (origin->id == NULL)
+				continue;
+			(void)util_snprintf(err, errlen, "%s is queued already",
+			    w->id);
+			errno = EEXIST;
+			return -1;
+		}
 		if (spool_path(w->tmppath, sizeof(w->tmppath), s, "tmp",
 		    w->id, NULL) == -1) {
 			(void)util_snprintf(err, errlen, "spool path too long");
 			return -1;
 		}
+		/* A pickup that died left its temporary file. */
+		if (origin->id != NULL)
+			(void)unlink(w->tmppath);
 		w->fd = open(w->tmppath, O_WRONLY | O_CREAT | O_EXCL |
 		    O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (w->fd != -1 || errno != EEXIST)
+		if (w->fd != -1 || errno != EEXIST || origin->id != NULL)
 			break;
 	}
 	if (w->fd == -1) {
@@ -225,7 +248,7 @@ spool_create(struct spool *s, struct spool_writer *w, long long arrival,
 
 	buf_init(&b);
 	buf_printf(&b, "%s\nid %s\narrival %lld\nuid %lu\nsender %s\n",
-	    SPOOL_MAGIC, w->id, arrival, (unsigned long)getuid(), sender);
+	    SPOOL_MAGIC, w->id, arrival, origin->uid, sender);
 	for (i = 0; i < rcpts->n; i++)
 		buf_printf(&b, "rcpt %s\n", rcpts->v[i]);
 	if (dsn != NULL && dsn->notify != NULL)

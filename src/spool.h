@@ -99,6 +99,20 @@ void	spool_close(struct spool *);
 int	spool_create(struct spool *, struct spool_writer *, long long arrival,
 	    const char *sender, const struct addr_list *rcpts,
 	    const struct spool_dsn *dsn, char *err, size_t errlen);
+/*
+ * Who submitted a message, when the runner spools it for someone else
+ * (a maildrop file): their uid, and the ID to use (NULL: a new one).
+ * With an ID that is already queued or failed, spool_create_as fails
+ * with errno EEXIST.
+ */
+struct spool_origin {
+	unsigned long	 uid;
+	const char	*id;
+};
+int	spool_create_as(struct spool *, struct spool_writer *,
+	    const struct spool_origin *, long long arrival,
+	    const char *sender, const struct addr_list *rcpts,
+	    const struct spool_dsn *dsn, char *err, size_t errlen);
 /* message_sink for the message data. */
 int	spool_write(void *writer, const char *p, size_t n);
 /*
@@ -156,6 +170,9 @@ int	spool_remove(struct spool *, const char *id, char *err, size_t errlen);
 
 /* Moves queue/name aside to corrupt/.  0, or -1. */
 int	spool_quarantine(struct spool *, const char *name);
+
+/* A new message ID.  0, or -1 with errno. */
+int	spool_new_id(char id[SPOOL_ID_LEN + 1]);
 
 /* 1 if name is a message ID (20 lowercase hex digits). */
 int	spool_is_id(const char *name);

@@ -20,6 +20,7 @@
 #include "dkim.h"
 #include "dns.h"
 #include "log.h"
+#include "maildrop.h"
 #include "queue.h"
 #include "records.h"
 #include "submit.h"
@@ -33,6 +34,8 @@ submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
 
 	memset(s, 0, sizeof(*s));
 	s->cfg = cfg;
+	s->origin.uid = (unsigned long)getuid();
+	s->origin.id = NULL;
 	s->verbose = o->verbose;
 	s->fullname = o->fullname;
 	s->dsn.notify = o->dsn_notify;
@@ -141,6 +144,16 @@ submit_sender(struct submit *s, const char *raw, char **out, char *err,
 	int local = 0;
 
 	*out = NULL;
+	if (s->cfg->drop) {
+		/* The runner decides; hostile values stop here. */
+		if (raw != NULL && addr_check_safe(raw, why, sizeof(why)) ==
+		    -1) {
+			(void)util_snprintf(err, errlen, "sender: %s", why);
+			return EX_DATAERR;
+		}
+		*out = raw != NULL ? xstrdup(raw) : NULL;
+		return 0;
+	}
 	if (raw == NULL) {
 		/* A local login: local whatever the domain. */
 		*out = submit_rewrite_sender(s, util_asprintf("%s@%s", s->login,
@@ -302,6 +315,12 @@ submit_recipients(struct submit *s, const char *arg, struct addr_list *out,
 		    why);
 		addr_list_truncate(out, before);
 		return EX_DATAERR;
+	}
+	if (s->cfg->drop) {
+		/* Checked; the runner resolves it as it was given. */
+		addr_list_truncate(out, before);
+		addr_list_add(out, arg);
+		return 0;
 	}
 	/* A refused argument leaves nothing behind (-bs goes on after it). */
 	if ((rc = submit_resolve(s, out, before, err, errlen)) != 0)
@@ -554,6 +573,38 @@ submit_check_dkim(struct submit *s, const struct message *m,
 	return ok ? 0 : EX_DATAERR;
 }
 
+/* The caller may not read the configuration: into the maildrop. */
+static int
+submit_drop(struct submit *s, struct linereader *lr, enum message_end end,
+    const char *sender, struct addr_list *rcpts, int read_rcpts,
+    char *queue_id, char *err, size_t errlen)
+{
+	struct maildrop_envelope env;
+	int rc;
+
+	if (rcpts->n == 0 && !read_rcpts) {
+		(void)util_snprintf(err, errlen, "no recipients");
+		return EX_DATAERR;
+	}
+	memset(&env, 0, sizeof(env));
+	env.sender = sender;
+	env.fullname = s->fullname;
+	env.rcpts = rcpts;
+	env.read_rcpts = read_rcpts;
+	env.body8bit = s->body8bit;
+	env.notify = s->dsn.notify;
+	env.ret = s->dsn.ret;
+	env.envid = s->dsn.envid;
+	/* -bs may bring more messages: it keeps the group until the end. */
+	rc = maildrop_write(s->cfg->queue.dir, &env, lr, end,
+	    end == MESSAGE_END_SMTP, queue_id, err, errlen);
+	if (rc == 0)
+		log_info("%s: dropped into %s/%s for the queue runner, uid=%lu",
+		    queue_id, s->cfg->queue.dir, MAILDROP_SUBDIR,
+		    (unsigned long)getuid());
+	return rc;
+}
+
 int
 submit_message(struct submit *s, struct linereader *lr, enum message_end end,
     const char *sender, struct addr_list *rcpts, int read_rcpts,
@@ -574,6 +625,11 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	e.fd = -1;
 	queue_id[0] = '\0';
 	s->policy_refused = 0;
+	if (s->cfg->drop)
+		return submit_drop(s, lr, end, sender, rcpts, read_rcpts,
+		    queue_id, err, errlen);
+	if (s->arrival != 0)
+		now = s->arrival;
 	message_init(&msg, end);
 	st = message_read_header(&msg, lr, why, sizeof(why));
 	if (st != MESSAGE_OK) {
@@ -617,8 +673,8 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 		s->spool_open = 1;
 	}
 	w = xmalloc(sizeof(*w));
-	if (spool_create(&s->spool, w, now, sender, rcpts, &s->dsn, why,
-	    sizeof(why)) == -1) {
+	if (spool_create_as(&s->spool, w, &s->origin, now, sender, rcpts,
+	    &s->dsn, why, sizeof(why)) == -1) {
 		rc = submit_spool_status(errno);
 		(void)util_snprintf(err, errlen, "%s", why);
 		free(w);
@@ -664,7 +720,7 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	/* From here on the message is safe. */
 	(void)util_strlcpy(queue_id, e.id, SPOOL_ID_LEN + 1);
 	e.arrival = now;
-	e.uid = (unsigned long)getuid();
+	e.uid = s->origin.uid;
 	e.sender = xstrdup(sender);
 	e.notify = s->dsn.notify != NULL ? xstrdup(s->dsn.notify) : NULL;
 	e.ret = s->dsn.ret != NULL ? xstrdup(s->dsn.ret) : NULL;

@@ -32,6 +32,10 @@ struct submit {
 	int		 verbose;
 	/* The last refusal was policy ([dkim] require), not the data. */
 	int		 policy_refused;
+	/* Whose message, under which ID (maildrop pickup: the
+	 * submitter's uid and file ID; else ours and a new one). */
+	struct spool_origin origin;
+	long long	 arrival;	/* 0: now */
 };
 
 /* Returns 0, or a sysexits code with err set. */
@@ -40,6 +44,11 @@ int	submit_init(struct submit *, struct config *, const struct cli_opts *,
 void	submit_free(struct submit *);
 
 /*
+ * With cfg->drop (a caller who may not read the configuration) the
+ * sender and recipients are only checked for safety and kept as given,
+ * and submit_message() writes a maildrop file (maildrop.h): the queue
+ * runner resolves and spools it.
+ *
  * The envelope sender from a -f value or MAIL FROM (NULL: the default,
  * login@domain).  "" or "<>" is the null sender.  Values that are not
  * addresses fall back to the default (noted with -v).  Returns 0 with

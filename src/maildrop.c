@@ -1,0 +1,514 @@
+/*
+ * maildrop.c -- submissions from callers who may not read the
+ * configuration or the queue (see maildrop.h for the model and format).
+ */
+#define _GNU_SOURCE	/* setresgid(2): the saved set-group-ID must go too */
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "cli.h"
+#include "config.h"
+#include "log.h"
+#include "maildrop.h"
+#include "submit.h"
+#include "util.h"
+
+#define MAILDROP_MAGIC	"relayq-drop 1"
+#define MAILDROP_STALE	(24 * 3600)	/* an unfinished file is abandoned */
+#define MAILDROP_LINE	1024		/* envelope line */
+
+int
+maildrop_drop_group(void)
+{
+	gid_t g = getgid();
+
+	if (setresgid(g, g, g) == -1)
+		return -1;
+	return getegid() == g ? 0 : -1;
+}
+
+/* Flushes b to fd when full (or always with force).  0, or -1. */
+static int
+maildrop_flush(int fd, struct buf *b, int force)
+{
+	if (b->len == 0 || (!force && b->len < 65536))
+		return 0;
+	if (util_write_all(fd, b->data, b->len) == -1)
+		return -1;
+	buf_reset(b);
+	return 0;
+}
+
+static int
+maildrop_status(int e)
+{
+	return e == ENOSPC || e == EDQUOT || e == EFBIG || e == EIO ?
+	    EX_TEMPFAIL : EX_CANTCREAT;
+}
+
+int
+maildrop_write(const char *spooldir, const struct maildrop_envelope *env,
+    struct linereader *lr, enum message_end end, int keep_group,
+    char id[SPOOL_ID_LEN + 1], char *err, size_t errlen)
+{
+	struct message m;
+	struct buf b;
+	char dir[4096];
+	const char *p;
+	size_t n, i;
+	long long total = 0;
+	int dfd, fd = -1, tries, complete = 1, r, rc = EX_SOFTWARE;
+
+	if (util_snprintf(dir, sizeof(dir), "%s/%s", spooldir,
+	    MAILDROP_SUBDIR) == -1) {
+		(void)util_snprintf(err, errlen, "spool path too long");
+		return EX_SOFTWARE;
+	}
+	/* O_PATH: the group may search the directory, never list it. */
+	if ((dfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1) {
+		(void)util_snprintf(err, errlen, "%s: %s", dir,
+		    strerror(errno));
+		return EX_CANTCREAT;
+	}
+	for (tries = 0; tries < 10 && fd == -1; tries++) {
+		if (spool_new_id(id) == -1)
+			break;
+		fd = openat(dfd, id, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0600);
+		if (fd == -1 && errno != EEXIST)
+			break;
+	}
+	if (fd == -1) {
+		(void)util_snprintf(err, errlen, "cannot create a file in %s: "
+		    "%s", dir, strerror(errno));
+		rc = maildrop_status(errno);
+		(void)close(dfd);
+		return rc;
+	}
+	/* The group was for creating the file: reading needs none. */
+	if (!keep_group && maildrop_drop_group() == -1) {
+		(void)util_snprintf(err, errlen, "cannot give up the "
+		    "submission group: %s", strerror(errno));
+		rc = EX_OSERR;
+		goto fail;
+	}
+	buf_init(&b);
+	buf_printf(&b, "%s\nuid %lu\narrival %lld\n", MAILDROP_MAGIC,
+	    (unsigned long)getuid(), util_now());
+	if (env->sender != NULL)
+		buf_printf(&b, "sender %s\n", env->sender);
+	if (env->fullname != NULL)
+		buf_printf(&b, "fullname %s\n", env->fullname);
+	for (i = 0; i < env->rcpts->n; i++)
+		buf_printf(&b, "rcpt %s\n", env->rcpts->v[i]);
+	if (env->read_rcpts)
+		buf_puts(&b, "headers\n");
+	if (env->body8bit)
+		buf_puts(&b, "body8bit\n");
+	if (env->notify != NULL)
+		buf_printf(&b, "notify %s\n", env->notify);
+	if (env->ret != NULL)
+		buf_printf(&b, "ret %s\n", env->ret);
+	if (env->envid != NULL)
+		buf_printf(&b, "envid %s\n", env->envid);
+	buf_puts(&b, "\n");
+
+	message_init(&m, end);
+	while ((r = message_next(&m, lr, complete, &p, &n, &complete)) == 1) {
+		if (memchr(p, '\0', n) != NULL) {
+			(void)util_snprintf(err, errlen, "the message contains "
+			    "a NUL byte");
+			rc = EX_DATAERR;
+			break;
+		}
+		if ((total += (long long)n) > MAILDROP_MAX) {
+			(void)util_snprintf(err, errlen, "the message is larger "
+			    "than %lld octets", MAILDROP_MAX);
+			rc = EX_DATAERR;
+			break;
+		}
+		buf_append(&b, p, n);
+		if (maildrop_flush(fd, &b, 0) == -1) {
+			r = -MESSAGE_EWRITE;
+			break;
+		}
+	}
+	message_free(&m);
+	if (r == 0) {
+		/* Durable first, then complete: the runner reads only
+		 * files others may read. */
+		if (maildrop_flush(fd, &b, 1) == -1 || util_fsync_fd(fd) ==
+		    -1 || fchmod(fd, 0604) == -1 ||
+		    syscall(SYS_syncfs, fd) == -1) {
+			(void)util_snprintf(err, errlen, "%s/%s: %s", dir, id,
+			    strerror(errno));
+			rc = maildrop_status(errno);
+		} else
+			rc = 0;
+	} else if (r == -MESSAGE_EWRITE) {
+		(void)util_snprintf(err, errlen, "%s/%s: %s", dir, id,
+		    strerror(errno));
+		rc = maildrop_status(errno);
+	} else if (r < 0) {
+		(void)util_snprintf(err, errlen, r == -MESSAGE_EEOF ? "input "
+		    "ended inside the message" : "reading the message: %s",
+		    strerror(errno));
+		rc = EX_TEMPFAIL;
+	}
+	buf_free(&b);
+	if (rc == 0) {
+		if (close(fd) == -1) {
+			(void)util_snprintf(err, errlen, "%s/%s: %s", dir, id,
+			    strerror(errno));
+			rc = maildrop_status(errno);
+			fd = -1;
+			goto fail;
+		}
+		(void)close(dfd);
+		return 0;
+	}
+fail:
+	if (fd != -1)
+		(void)close(fd);
+	/* Without the group this fails; the runner removes the unfinished
+	 * file a day later. */
+	(void)unlinkat(dfd, id, 0);
+	(void)close(dfd);
+	return rc;
+}
+
+/* ---- the runner's side -------------------------------------------- */
+
+struct maildrop_file {
+	unsigned long	 uid;
+	long long	 arrival;
+	char		*sender;
+	char		*fullname;
+	struct addr_list rcpts;
+	int		 read_rcpts;
+	int		 body8bit;
+	char		*notify;
+	char		*ret;
+	char		*envid;
+};
+
+static void
+maildrop_file_free(struct maildrop_file *f)
+{
+	free(f->sender);
+	free(f->fullname);
+	addr_list_free(&f->rcpts);
+	free(f->notify);
+	free(f->ret);
+	free(f->envid);
+}
+
+/* "name value" or "name" alone: the value, else NULL. */
+static const char *
+maildrop_field(const char *line, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (strncmp(line, name, n) != 0)
+		return NULL;
+	if (line[n] == '\0')
+		return line + n;
+	return line[n] == ' ' ? line + n + 1 : NULL;
+}
+
+/* Reads the envelope up to its empty line.  0, or -1 with err. */
+static int
+maildrop_parse(struct linereader *lr, struct maildrop_file *f, char *err,
+    size_t errlen)
+{
+	struct buf line;
+	const char *p, *v;
+	size_t n, lineno = 0;
+	unsigned long ul;
+	int complete, r, rc = -1;
+
+	buf_init(&line);
+	for (;;) {
+		buf_reset(&line);
+		do {
+			if ((r = linereader_next(lr, &p, &n, &complete)) != 1)
+				goto bad;
+			if (line.len + n > MAILDROP_LINE)
+				goto bad;
+			buf_append(&line, p, n);
+		} while (!complete);
+		line.data[--line.len] = '\0';	/* the LF */
+		if (memchr(line.data, '\0', line.len) != NULL ||
+		    memchr(line.data, '\r', line.len) != NULL)
+			goto bad;
+		if (++lineno == 1) {
+			if (strcmp(line.data, MAILDROP_MAGIC) != 0)
+				goto bad;
+			continue;
+		}
+		if (line.len == 0)
+			break;
+		if ((v = maildrop_field(line.data, "uid")) != NULL) {
+			if (util_parse_ulong(v, 0, 0xffffffffUL, &f->uid) == -1)
+				goto bad;
+		} else if ((v = maildrop_field(line.data, "arrival")) !=
+		    NULL) {
+			if (util_parse_ulong(v, 0, 1UL << 40, &ul) == -1)
+				goto bad;
+			f->arrival = (long long)ul;
+		} else if ((v = maildrop_field(line.data, "sender")) != NULL &&
+		    f->sender == NULL)
+			f->sender = xstrdup(v);
+		else if ((v = maildrop_field(line.data, "fullname")) != NULL &&
+		    f->fullname == NULL)
+			f->fullname = xstrdup(v);
+		else if ((v = maildrop_field(line.data, "rcpt")) != NULL &&
+		    *v != '\0' && f->rcpts.n < ADDR_MAX_COUNT)
+			addr_list_add(&f->rcpts, v);
+		else if (strcmp(line.data, "headers") == 0)
+			f->read_rcpts = 1;
+		else if (strcmp(line.data, "body8bit") == 0)
+			f->body8bit = 1;
+		else if ((v = maildrop_field(line.data, "notify")) != NULL &&
+		    f->notify == NULL)
+			f->notify = xstrdup(v);
+		else if ((v = maildrop_field(line.data, "ret")) != NULL &&
+		    f->ret == NULL)
+			f->ret = xstrdup(v);
+		else if ((v = maildrop_field(line.data, "envid")) != NULL &&
+		    f->envid == NULL)
+			f->envid = xstrdup(v);
+		else
+			goto bad;
+	}
+	rc = 0;
+	goto out;
+bad:
+	(void)util_snprintf(err, errlen, "bad envelope line %zu", lineno + 1);
+out:
+	buf_free(&line);
+	return rc;
+}
+
+/* Moves a bad file aside; the log says why.  Never sent. */
+static void
+maildrop_quarantine(struct spool *sp, int dfd, const char *name,
+    const char *why)
+{
+	char to[4096], shown[64];
+
+	util_sanitize(shown, sizeof(shown), name, strlen(name));
+	if (util_snprintf(to, sizeof(to), "%s/corrupt/drop-%s", sp->dir,
+	    shown) == -1 || renameat(dfd, name, AT_FDCWD, to) == -1) {
+		log_warnx("maildrop/%s: %s; cannot move it aside (%s), "
+		    "removing it", shown, why, strerror(errno));
+		(void)unlinkat(dfd, name, 0);
+		return;
+	}
+	log_warnx("maildrop/%s: %s; moved to corrupt/", shown, why);
+}
+
+/* Already queued under its ID: a pickup that died before the unlink. */
+static int
+maildrop_queued(struct spool *sp, const char *id)
+{
+	char path[4096];
+	struct stat st;
+
+	return (util_snprintf(path, sizeof(path), "%s/queue/%s", sp->dir,
+	    id) == 0 && lstat(path, &st) == 0) ||
+	    (util_snprintf(path, sizeof(path), "%s/failed/%s", sp->dir,
+	    id) == 0 && lstat(path, &st) == 0);
+}
+
+/*
+ * Spools one maildrop file through the submission code, as its owner.
+ * Returns 1 queued, 0 left for later or removed, -1 refused.
+ */
+static int
+maildrop_take(struct config *cfg, struct spool *sp, int dfd,
+    const char *name, int fd, const struct stat *st, char *err,
+    size_t errlen)
+{
+	struct maildrop_file f;
+	struct linereader *lr;
+	struct cli_opts o;
+	struct submit s;
+	struct addr_list rcpts;
+	struct passwd *pw;
+	char *sender = NULL, id[SPOOL_ID_LEN + 1];
+	size_t i;
+	int rc;
+
+	memset(&f, 0, sizeof(f));
+	addr_list_init(&f.rcpts);
+	addr_list_init(&rcpts);
+	lr = xmalloc(sizeof(*lr));
+	linereader_init(lr, fd);
+	if (maildrop_parse(lr, &f, err, errlen) == -1) {
+		rc = -1;
+		goto out;
+	}
+	if (f.uid != (unsigned long)st->st_uid) {
+		(void)util_snprintf(err, errlen, "says uid %lu, but belongs to "
+		    "uid %lu", f.uid, (unsigned long)st->st_uid);
+		rc = -1;
+		goto out;
+	}
+	memset(&o, 0, sizeof(o));
+	o.fullname = f.fullname;
+	o.dsn_notify = f.notify;
+	o.dsn_ret = f.ret;
+	o.dsn_envid = f.envid;
+	o.body8bit = f.body8bit;
+	o.delivery = CLI_DELIVERY_QUEUE;
+	if ((rc = submit_init(&s, cfg, &o, err, errlen)) != 0) {
+		submit_free(&s);
+		rc = -1;
+		goto out;
+	}
+	/* The submitter, not us: their login, uid and arrival time. */
+	free(s.login);
+	pw = getpwuid((uid_t)f.uid);
+	s.login = pw != NULL ? xstrdup(pw->pw_name) :
+	    util_asprintf("uid%lu", f.uid);
+	s.origin.uid = f.uid;
+	s.origin.id = name;
+	s.arrival = f.arrival;
+	rc = submit_sender(&s, f.sender, &sender, err, errlen);
+	for (i = 0; rc == 0 && i < f.rcpts.n; i++)
+		rc = submit_recipients(&s, f.rcpts.v[i], &rcpts, err, errlen);
+	if (rc == 0)
+		rc = submit_message(&s, lr, MESSAGE_END_EOF, sender, &rcpts,
+		    f.read_rcpts, id, err, errlen);
+	submit_free(&s);
+	if (rc == 0)
+		rc = 1;
+	else if (maildrop_queued(sp, name))
+		rc = 0;		/* queued before; the unlink was lost */
+	else if (rc == EX_TEMPFAIL || rc == EX_CANTCREAT || rc == EX_OSERR ||
+	    rc == EX_SOFTWARE) {
+		rc = 0;		/* our trouble: try again later */
+		name = NULL;
+	} else
+		rc = -1;
+	if (name != NULL && rc >= 0 && unlinkat(dfd, name, 0) == -1)
+		log_warn("maildrop/%s: cannot remove it", name);
+out:
+	free(sender);
+	free(lr);
+	addr_list_free(&rcpts);
+	maildrop_file_free(&f);
+	return rc;
+}
+
+int
+maildrop_waiting(struct spool *sp)
+{
+	char dir[4096];
+	struct dirent *de;
+	DIR *d;
+	int any = 0;
+
+	if (util_snprintf(dir, sizeof(dir), "%s/%s", sp->dir,
+	    MAILDROP_SUBDIR) == -1 || (d = opendir(dir)) == NULL)
+		return 0;
+	while (!any && (de = readdir(d)) != NULL)
+		any = de->d_name[0] != '.';
+	(void)closedir(d);
+	return any;
+}
+
+size_t
+maildrop_pickup(struct config *cfg, struct spool *sp)
+{
+	char dir[4096], err[512];
+	struct dirent *de;
+	struct stat st;
+	size_t queued = 0;
+	DIR *d;
+	int dfd, fd;
+
+	if (util_snprintf(dir, sizeof(dir), "%s/%s", sp->dir,
+	    MAILDROP_SUBDIR) == -1 || (d = opendir(dir)) == NULL)
+		return 0;	/* no maildrop: nobody submits that way */
+	dfd = dirfd(d);
+	while ((de = readdir(d)) != NULL) {
+		const char *name = de->d_name;
+		int r;
+
+		if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' &&
+		    name[2] == '\0')))
+			continue;
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+			continue;
+		if (!spool_is_id(name) || !S_ISREG(st.st_mode) ||
+		    st.st_nlink != 1) {
+			maildrop_quarantine(sp, dfd, name, "not a regular file "
+			    "with one link and a queue ID for a name");
+			continue;
+		}
+		if (!(st.st_mode & S_IROTH)) {
+			/* Still being written, or abandoned. */
+			if (util_now() - (long long)st.st_mtime >
+			    MAILDROP_STALE) {
+				log_warnx("maildrop/%s: unfinished for a day "
+				    "(uid %lu); removed", name,
+				    (unsigned long)st.st_uid);
+				(void)unlinkat(dfd, name, 0);
+			}
+			continue;
+		}
+		if (st.st_size > MAILDROP_MAX) {
+			maildrop_quarantine(sp, dfd, name, "too large");
+			continue;
+		}
+		fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+		    O_CLOEXEC);
+		if (fd == -1) {
+			if (errno == ELOOP)
+				maildrop_quarantine(sp, dfd, name,
+				    "a symbolic link");
+			else if (errno != ENOENT)
+				log_warn("maildrop/%s", name);
+			continue;
+		}
+		/* The file opened must be the file checked. */
+		{
+			struct stat st2;
+
+			if (fstat(fd, &st2) == -1 || st2.st_ino != st.st_ino ||
+			    st2.st_dev != st.st_dev || !S_ISREG(st2.st_mode) ||
+			    st2.st_nlink != 1) {
+				(void)close(fd);
+				continue;
+			}
+		}
+		err[0] = '\0';
+		r = maildrop_take(cfg, sp, dfd, name, fd, &st, err,
+		    sizeof(err));
+		(void)close(fd);
+		if (r == -1)
+			maildrop_quarantine(sp, dfd, name, err);
+		else if (r == 1)
+			queued++;
+	}
+	(void)closedir(d);
+	if (queued > 0 && util_fsync_dir(dir) == -1)
+		log_warn("%s", dir);
+	return queued;
+}

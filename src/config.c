@@ -27,7 +27,7 @@
 #include "util.h"
 
 enum config_type { T_STRING, T_PORT, T_SECONDS, T_TLS, T_DELIVERY, T_LOG,
-	T_RATE, T_LIFETIME, T_COUNT, T_RETRY, T_REWRITE, T_BOOL };
+	T_RATE, T_LIFETIME, T_COUNT, T_RETRY, T_REWRITE, T_BOOL, T_SIZE };
 
 struct config_key {
 	const char	*section;
@@ -59,6 +59,7 @@ static const struct config_key config_keys[] = {
 	{ "queue", "retry_max", T_RETRY, "1h", OFF(queue.retry_max) },
 	{ "queue", "session_max", T_COUNT, "100", OFF(queue.session_max) },
 	{ "queue", "wait", T_SECONDS, "2m", OFF(queue.wait) },
+	{ "queue", "max_size", T_SIZE, "0", OFF(queue.max_size) },
 	{ "sender", "domain", T_STRING, NULL, OFF(sender.domain) },
 	{ "sender", "address", T_STRING, NULL, OFF(sender.address) },
 	{ "sender", "rewrite", T_REWRITE, "local", OFF(sender.rewrite) },
@@ -259,6 +260,28 @@ config_set(struct config *cfg, const struct config_key *k, const char *val,
 			goto bad;
 		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
 		return 0;
+	case T_SIZE: {
+		/* Octets, or with k, M or G (powers of 1024). */
+		char num[32];
+		size_t len = strlen(val);
+		unsigned long mult = 1;
+
+		if (len == 0 || len >= sizeof(num))
+			goto bad;
+		memcpy(num, val, len + 1);
+		switch (num[len - 1]) {
+		case 'k': case 'K': mult = 1UL << 10; num[--len] = '\0'; break;
+		case 'M': mult = 1UL << 20; num[--len] = '\0'; break;
+		case 'G': mult = 1UL << 30; num[--len] = '\0'; break;
+		default: break;
+		}
+		if (util_parse_ulong(num, 0, 64UL << 30, &n) == -1 ||
+		    n > (64UL << 30) / mult)
+			goto bad;
+		*(unsigned long long *)(void *)(base + k->offset) =
+		    (unsigned long long)n * mult;
+		return 0;
+	}
 	case T_TLS:
 	case T_DELIVERY:
 	case T_LOG:
@@ -290,6 +313,8 @@ bad:
 			[T_RETRY] = "a duration from 1s to 7d (e.g. 1m, 1h)",
 			[T_REWRITE] = "local, always or never",
 			[T_BOOL] = "yes or no",
+			[T_SIZE] = "a size in octets, k, M or G (e.g. 25M), "
+			    "0 for no limit",
 		};
 		char shown[64];
 
@@ -978,6 +1003,8 @@ config_validate_dkim(struct config *cfg, char *err, size_t errlen)
 	if (nsel != cfg->dkim.nkeys) {
 		config_free_list(cfg->dkim.selectors, nsel);
 		cfg->dkim.selectors = NULL;
+		config_free_list(cfg->dkim.key_files, cfg->dkim.nkeys);
+		cfg->dkim.key_files = NULL;
 		config_error(err, errlen, src, "dkim", "selector",
 		    "needs one selector per key_file (%zu selector%s, %zu "
 		    "key file%s)", nsel, nsel == 1 ? "" : "s",

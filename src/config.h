@@ -79,6 +79,7 @@ struct config {
 		unsigned	 retry_max;
 		unsigned	 session_max;	/* messages per SMTP session */
 		unsigned	 wait;		/* foreground wait for a runner */
+		unsigned long long max_size;	/* octets of message, 0: any */
 	} queue;
 	struct {
 		char		*domain;	/* qualifies bare local names */

@@ -188,6 +188,8 @@ dialogue_main(struct config *cfg, const struct cli_opts *o)
 			if (rc == 0)
 				r = dialogue_reply("250 2.0.0 Ok: queued as %s",
 				    id);
+			else if (rc == EX_DATAERR && s.too_big)
+				r = dialogue_reply("552 5.3.4 %s", err);
 			else if (rc == EX_DATAERR && s.policy_refused)
 				r = dialogue_reply("550 5.7.1 %s", err);
 			else if (rc == EX_DATAERR)

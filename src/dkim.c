@@ -239,8 +239,9 @@ dkim_key_load(const char *path, struct dkim_key *k, char *err, size_t errlen)
 	}
 	if (st.st_mode & (S_IRWXO | S_IWGRP)) {
 		(void)util_snprintf(err, errlen, "[dkim] key_file %s: refusing "
-		    "a private key that others may read or write (mode %04o; "
-		    "chmod 600 it)", path, (unsigned)(st.st_mode & 07777));
+		    "a private key that others may read, or the group or "
+		    "others may change (mode %04o; chmod 600 it)", path,
+		    (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
 	if (st.st_size <= 0 || st.st_size > DKIM_KEY_FILE_MAX) {
@@ -615,7 +616,9 @@ dkim_read_header(int fd, off_t off, size_t len, struct buf *hdr,
 			return 0;
 		}
 		scan = hdr->len > 3 ? hdr->len - 3 : 0;
-		if (hdr->len > MESSAGE_HEADER_MAX + 4096) {
+		/* The submission limit counts content; each spooled line
+		 * adds its CRLF, so allow for short lines. */
+		if (hdr->len > 3 * (size_t)MESSAGE_HEADER_MAX) {
 			errno = EFBIG;
 			return -1;
 		}

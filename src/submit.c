@@ -573,6 +573,27 @@ submit_check_dkim(struct submit *s, const struct message *m,
 	return ok ? 0 : EX_DATAERR;
 }
 
+/* The spool sink, counting against [queue] max_size. */
+struct submit_sink {
+	struct spool_writer	*w;
+	unsigned long long	 max;
+	unsigned long long	 total;
+	int			 too_big;
+};
+
+static int
+submit_sink_write(void *arg, const char *p, size_t n)
+{
+	struct submit_sink *k = arg;
+
+	k->total += n;
+	if (k->max > 0 && k->total > k->max) {
+		k->too_big = 1;
+		return -1;
+	}
+	return spool_write(k->w, p, n);
+}
+
 /* The caller may not read the configuration: into the maildrop. */
 static int
 submit_drop(struct submit *s, struct linereader *lr, enum message_end end,
@@ -625,6 +646,7 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	e.fd = -1;
 	queue_id[0] = '\0';
 	s->policy_refused = 0;
+	s->too_big = 0;
 	if (s->cfg->drop)
 		return submit_drop(s, lr, end, sender, rcpts, read_rcpts,
 		    queue_id, err, errlen);
@@ -691,11 +713,21 @@ submit_message(struct submit *s, struct linereader *lr, enum message_end end,
 	def.date = now;
 	{
 		char *from = submit_added_from(s);
+		struct submit_sink sink = { w, s->cfg->queue.max_size, 0, 0 };
 
 		def.from_addr = from;
-		st = message_write(&msg, lr, &def, spool_write, w, why,
-		    sizeof(why));
+		st = message_write(&msg, lr, &def, submit_sink_write, &sink,
+		    why, sizeof(why));
 		free(from);
+		if (sink.too_big) {
+			spool_abort(w);
+			(void)util_snprintf(err, errlen, "message larger than "
+			    "[queue] max_size (%llu octets)",
+			    s->cfg->queue.max_size);
+			s->too_big = 1;
+			rc = EX_DATAERR;
+			goto done;
+		}
 	}
 	if (st != MESSAGE_OK) {
 		rc = st == MESSAGE_EDATA ? EX_DATAERR : st == MESSAGE_EWRITE ?

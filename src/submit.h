@@ -32,6 +32,7 @@ struct submit {
 	int		 verbose;
 	/* The last refusal was policy ([dkim] require), not the data. */
 	int		 policy_refused;
+	int		 too_big;	/* over [queue] max_size */
 	/* Whose message, under which ID (maildrop pickup: the
 	 * submitter's uid and file ID; else ours and a new one). */
 	struct spool_origin origin;

@@ -667,10 +667,17 @@ relay_deliver(const struct config *cfg, const char *user,
 		relay_fail(out, RELAY_FAIL_PROTOCOL, "libESMTP setup failed");
 		goto done;
 	}
-	for (i = 0; i < UTIL_ARRAYLEN(phases); i++)
+	for (i = 0; i < UTIL_ARRAYLEN(phases); i++) {
+		long ms = (long)cfg->relay.timeout * 1000;
+
+		/* RFC 5321 4.5.3.2.6: the reply to the final dot gets 10
+		 * minutes, whatever the timeout: giving up sooner only
+		 * makes a duplicate likely. */
+		if (phases[i] == Timeout_DATA2 && ms < 600000)
+			ms = 600000;
 		(void)smtp_set_timeout(session, phases[i] |
-		    Timeout_OVERRIDE_RFC2822_MINIMUM,
-		    (long)cfg->relay.timeout * 1000);
+		    Timeout_OVERRIDE_RFC2822_MINIMUM, ms);
+	}
 	if (cfg->relay.tls == CONFIG_TLS_STARTTLS) {
 		if (!smtp_starttls_enable(session, Starttls_REQUIRED) ||
 		    !smtp_starttls_set_ctx(session, ctx)) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "buf.h"
 #include "records.h"
@@ -213,13 +214,20 @@ records_is_relay_domain(const char *d)
 	    util_strncaseeq(d, RECORDS_SPF_INCLUDE, n);
 }
 
-static int records_spf_reaches(const char *, records_lookup, void *, int *,
-    int);
+/* What following a domain's SPF record found. */
+struct records_spf_walk {
+	records_lookup	 lookup;
+	void		*arg;
+	int		 lookups;	/* DNS lookups so far */
+	int		 too_many;	/* more than SPF_MAX_LOOKUPS needed */
+	int		 plus_all;	/* a +all was reached: anyone passes */
+};
+
+static int records_spf_reaches(const char *, struct records_spf_walk *);
 
 /* 1 if domain is the relay's, or its SPF record reaches it. */
 static int
-records_spf_follow(const char *domain, records_lookup lookup, void *arg,
-    int *lookups, int depth)
+records_spf_follow(const char *domain, struct records_spf_walk *w)
 {
 	struct dns_txt sub;
 	char err[256];
@@ -228,15 +236,17 @@ records_spf_follow(const char *domain, records_lookup lookup, void *arg,
 
 	if (records_is_relay_domain(domain))
 		return 1;
-	if (lookup == NULL || depth >= 5 || ++*lookups > SPF_MAX_LOOKUPS ||
-	    strchr(domain, '%') != NULL)	/* macros: not followed */
+	if (w->lookup == NULL || strchr(domain, '%') != NULL)
+		return 0;	/* macros: not followed */
+	if (++w->lookups > SPF_MAX_LOOKUPS) {
+		w->too_many = 1;
 		return 0;
-	if (lookup(arg, domain, &sub, err, sizeof(err)) != DNS_FOUND)
+	}
+	if (w->lookup(w->arg, domain, &sub, err, sizeof(err)) != DNS_FOUND)
 		return 0;
 	for (j = 0; j < sub.n && !found; j++)
 		if (records_is_spf(sub.v[j]))
-			found = records_spf_reaches(sub.v[j], lookup, arg,
-			    lookups, depth + 1);
+			found = records_spf_reaches(sub.v[j], w);
 	dns_txt_free(&sub);
 	return found;
 }
@@ -244,11 +254,10 @@ records_spf_follow(const char *domain, records_lookup lookup, void *arg,
 /*
  * 1 if the SPF record v reaches include:elastx.email, following other
  * includes and redirect= (each a lookup, at most SPF_MAX_LOOKUPS in
- * all).
+ * all).  Terms after "all" are never evaluated (RFC 7208 5.1).
  */
 static int
-records_spf_reaches(const char *v, records_lookup lookup, void *arg,
-    int *lookups, int depth)
+records_spf_reaches(const char *v, struct records_spf_walk *w)
 {
 	char **t;
 	size_t n, i;
@@ -256,19 +265,22 @@ records_spf_reaches(const char *v, records_lookup lookup, void *arg,
 	int found = 0, has_all = 0;
 
 	n = records_spf_terms(v, &t);
-	for (i = 0; i < n && !found; i++) {
-		if (records_spf_all(t[i]))
+	/* On to the "all" even when found: a +all is still fatal. */
+	for (i = 0; i < n && !has_all; i++) {
+		char a = records_spf_all(t[i]);
+
+		if (a != 0) {
 			has_all = 1;
-		if (util_strncaseeq(t[i], "redirect=", 9))
+			w->plus_all |= a == '+';
+		} else if (util_strncaseeq(t[i], "redirect=", 9))
 			redirect = t[i] + 9;
-		if ((target = records_spf_include(t[i])) != NULL)
-			found = records_spf_follow(target, lookup, arg,
-			    lookups, depth);
+		else if (!found &&
+		    (target = records_spf_include(t[i])) != NULL)
+			found = records_spf_follow(target, w);
 	}
 	/* redirect= counts only where no "all" ends the record. */
 	if (!found && redirect != NULL && !has_all)
-		found = records_spf_follow(redirect, lookup, arg, lookups,
-		    depth);
+		found = records_spf_follow(redirect, w);
 	records_free_terms(t, n);
 	return found;
 }
@@ -323,9 +335,10 @@ records_check_spf(struct record_check *rc, const char *domain,
     enum dns_status st, const struct dns_txt *txt, const char *lookup_err,
     records_lookup lookup, void *arg)
 {
-	size_t i, j, n;
-	char **t, *advice;
-	int lookups = 0, plus_all = 0;
+	struct records_spf_walk w;
+	size_t i;
+	char *advice;
+	int found;
 
 	(void)domain;
 	rc->pass = 0;
@@ -347,18 +360,25 @@ records_check_spf(struct record_check *rc, const char *domain,
 		    "(RFC 7208 4.5); merge them into one", rc->found.n);
 		goto fail;
 	}
-	n = records_spf_terms(rc->found.v[0], &t);
-	for (j = 0; j < n; j++)
-		if (records_spf_all(t[j]) == '+')
-			plus_all = 1;
-	records_free_terms(t, n);
-	if (plus_all) {
+	memset(&w, 0, sizeof(w));
+	w.lookup = lookup;
+	w.arg = arg;
+	found = records_spf_reaches(rc->found.v[0], &w);
+	if (w.plus_all) {
 		(void)util_snprintf(rc->detail, sizeof(rc->detail), "the SPF "
-		    "record ends in +all, which lets any host send as this "
-		    "domain; end it in -all (or ~all)");
+		    "record ends in +all (itself or through an include or "
+		    "redirect), which lets any host send as this domain; end "
+		    "it in -all (or ~all)");
 		goto fail;
 	}
-	if (!records_spf_reaches(rc->found.v[0], lookup, arg, &lookups, 0)) {
+	if (!found && w.too_many) {
+		(void)util_snprintf(rc->detail, sizeof(rc->detail), "the SPF "
+		    "record needs more than %d DNS lookups before it reaches "
+		    RECORDS_SPF_INCLUDE " (RFC 7208 4.6.4): receivers stop "
+		    "there", SPF_MAX_LOOKUPS);
+		goto fail;
+	}
+	if (!found) {
 		(void)util_snprintf(rc->detail, sizeof(rc->detail), "the SPF "
 		    "record does not include " RECORDS_SPF_INCLUDE " (directly "
 		    "or through its includes), so the relay's servers are not "
@@ -378,10 +398,10 @@ fail:
 /*
  * Finds tag in a tag-list (RFC 6376 3.2: "tag=value; ..." with folding
  * whitespace around everything): its value with whitespace removed, or
- * NULL.  *first is set when it is the list's first tag.
+ * NULL.  *pos gets its position in the list, counted from 0.
  */
 static char *
-records_tag(const char *list, const char *tag, int *first)
+records_tag(const char *list, const char *tag, int *pos)
 {
 	const char *p = list;
 	size_t tl = strlen(tag);
@@ -409,8 +429,8 @@ records_tag(const char *list, const char *tag, int *first)
 				for (v = eq + 1; v < p + len; v++)
 					if (!isspace((unsigned char)*v))
 						buf_append(&b, v, 1);
-				if (first != NULL)
-					*first = index == 0;
+				if (pos != NULL)
+					*pos = index;
 				if (b.data == NULL)
 					buf_append(&b, "", 0);
 				return buf_take(&b);
@@ -444,13 +464,47 @@ records_is_base64(const char *s)
 	return 1;
 }
 
+/* 1 if base64 p decodes to a usable public key of the type. */
+static int
+records_is_key(const char *p, int ed25519)
+{
+	size_t n = strlen(p), len;
+	unsigned char *der = xmalloc(3 * (n / 4) + 3);
+	const unsigned char *q = der;
+	EVP_PKEY *k = NULL;
+	int rc = 0, dl;
+
+	if ((dl = EVP_DecodeBlock(der, (const unsigned char *)p, (int)n)) < 0)
+		goto out;
+	len = (size_t)dl;	/* less the "=" padding */
+	while (n > 0 && p[n - 1] == '=' && len > 0) {
+		n--;
+		len--;
+	}
+	if (ed25519) {
+		rc = len == 32;
+		goto out;
+	}
+	/* SubjectPublicKeyInfo, or a bare PKCS#1 RSAPublicKey. */
+	if ((k = d2i_PUBKEY(NULL, &q, (long)len)) == NULL) {
+		q = der;
+		k = d2i_PublicKey(EVP_PKEY_RSA, NULL, &q, (long)len);
+	}
+	rc = k != NULL && EVP_PKEY_is_a(k, "RSA") &&
+	    EVP_PKEY_get_bits(k) >= 1024;
+out:
+	EVP_PKEY_free(k);
+	free(der);
+	return rc;
+}
+
 void
 records_check_dkim(struct record_check *rc, const char *pubkey,
     const char *keytype, enum dns_status st, const struct dns_txt *txt,
     const char *lookup_err)
 {
 	char *v = NULL, *k = NULL, *p = NULL, *want = NULL;
-	int vfirst = 0;
+	int vpos = -1;
 
 	rc->pass = 0;
 	if (records_lookup_failed(rc, st, lookup_err))
@@ -481,10 +535,10 @@ records_check_dkim(struct record_check *rc, const char *pubkey,
 		    "one", txt->n);
 		goto fail;
 	}
-	v = records_tag(txt->v[0], "v", &vfirst);
+	v = records_tag(txt->v[0], "v", &vpos);
 	k = records_tag(txt->v[0], "k", NULL);
 	p = records_tag(txt->v[0], "p", NULL);
-	if (v != NULL && (!vfirst || strcmp(v, "DKIM1") != 0)) {
+	if (v != NULL && (vpos != 0 || strcmp(v, "DKIM1") != 0)) {
 		(void)util_snprintf(rc->detail, sizeof(rc->detail), "malformed "
 		    "DKIM record: v= must come first and be DKIM1");
 		goto fail;
@@ -508,6 +562,13 @@ records_check_dkim(struct record_check *rc, const char *pubkey,
 	    !util_strcaseeq(k, "ed25519")) {
 		(void)util_snprintf(rc->detail, sizeof(rc->detail), "malformed "
 		    "DKIM record: unknown key type k=%.32s", k);
+		goto fail;
+	}
+	if (!records_is_key(p, k != NULL && util_strcaseeq(k, "ed25519"))) {
+		(void)util_snprintf(rc->detail, sizeof(rc->detail), "malformed "
+		    "DKIM record: p= is not a%s public key",
+		    k != NULL && util_strcaseeq(k, "ed25519") ? "n Ed25519" :
+		    "n RSA");
 		goto fail;
 	}
 	if (pubkey != NULL) {
@@ -559,27 +620,17 @@ records_dmarc_problem(const char *rec, char *why, size_t len)
 	static const char *const modes[] = { "r", "s", NULL };
 	char *p, *sp, *adkim, *aspf, *pct;
 	unsigned long n;
-	int pfirst = 0, second = 0;
-	const char *semi;
+	int ppos = -1;
 
 	why[0] = '\0';
-	p = records_tag(rec, "p", &pfirst);
-	/* p= must directly follow v=DMARC1 (RFC 7489 6.4). */
-	semi = strchr(rec, ';');
-	if (semi != NULL) {
-		const char *q = semi + 1;
-
-		q += strspn(q, " \t");
-		second = q[0] == 'p' && (q[1] == '=' || q[1] == ' ' ||
-		    q[1] == '\t');
-	}
+	p = records_tag(rec, "p", &ppos);
 	sp = records_tag(rec, "sp", NULL);
 	adkim = records_tag(rec, "adkim", NULL);
 	aspf = records_tag(rec, "aspf", NULL);
 	pct = records_tag(rec, "pct", NULL);
 	if (p == NULL)
 		(void)util_snprintf(why, len, "no p= policy tag");
-	else if (!second)
+	else if (ppos != 1)	/* right after v=DMARC1 (RFC 7489 6.4) */
 		(void)util_snprintf(why, len, "p= must come right after "
 		    "v=DMARC1");
 	else if (!records_word_in(p, policies))
@@ -614,11 +665,12 @@ records_check_dmarc(struct record_check *rc, enum dns_status st,
 		return;
 	/* Only records that start with v=DMARC1 are DMARC records. */
 	for (i = 0; st == DNS_FOUND && i < txt->n; i++) {
-		const char *v = txt->v[i] + strspn(txt->v[i], " \t");
+		int vpos = -1;
+		char *v = records_tag(txt->v[i], "v", &vpos);
 
-		if (strncmp(v, "v=DMARC1", 8) == 0 && (v[8] == '\0' ||
-		    v[8] == ';' || v[8] == ' ' || v[8] == '\t'))
+		if (v != NULL && vpos == 0 && strcmp(v, "DMARC1") == 0)
 			records_found(rc, txt->v[i]);
+		free(v);
 	}
 	if (rc->found.n == 0)
 		(void)util_snprintf(rc->detail, sizeof(rc->detail), "no DMARC "

@@ -190,6 +190,7 @@ test_spf(void **state)
 	static const char *const noinc[] = { "v=spf1 mx -all" };
 	static const char *const plus[] = { "v=spf1 include:elastx.email +all" };
 	static const char *const bare[] = { "v=spf1 include:elastx.email all" };
+	static const char *const after[] = { "v=spf1 -all include:elastx.email" };
 	struct record_check rc;
 
 	(void)state;
@@ -219,6 +220,10 @@ test_spf(void **state)
 	rc = spf(bare, 1);
 	assert_false(rc.pass);
 	records_check_free(&rc);
+	/* Nothing after "all" is ever evaluated. */
+	rc = spf(after, 1);
+	assert_false(rc.pass);
+	records_check_free(&rc);
 }
 
 static int
@@ -238,22 +243,37 @@ dkim_pass(const char *rec, const char *pub, const char *type)
 	return pass;
 }
 
+/* A real RSA-2048 SubjectPublicKeyInfo and a 32-octet Ed25519 key. */
+#define RSA_P "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAkgjxZSuBuvQetTUD" \
+	"oYVFJhevGml/1pJkOpi+UgPtbaXJwwNGeVpxyv2iDxKBvH9uyWsoIIsHWXDL2YEGR3" \
+	"Y/9WPMgEa35HYisDhmBglggxR8ExOjXn8AjKVbSiVzIH8iFt2NaYK1AGaIeqzBx3sw" \
+	"QfwaGnQp3G6qTfUNDrpe4TjYA8iHS9mf4pmgKpMK3M69fHSUUguMi3jSQGbvHtdIVu" \
+	"Vik2mN0v4TYyDxM/aBQTelnf2ue5VJhYVyGFsMU73LF+FR9NR1snMzVSFwFJPm5Sg7" \
+	"9yKuXwr67K7tJGqJ9VOZ3igLi06JIw7CIvqByrh2MEpVc80FAeDQgqpjM7yh+wIDAQAB"
+#define ED_P "GFF5lj6e+4qG8RAEqIuOLrLgbnXC5ZovyPo9G6zp5j0="
+
 static void
 test_dkim_record(void **state)
 {
 	(void)state;
-	assert_true(dkim_pass("v=DKIM1; k=rsa; p=QUJD", NULL, NULL));
-	assert_true(dkim_pass("p=QUJD", NULL, NULL));
-	assert_true(dkim_pass("v=DKIM1; k=rsa; p=QU JD", "QUJD", "rsa"));
+	assert_true(dkim_pass("v=DKIM1; k=rsa; p=" RSA_P, NULL, NULL));
+	assert_true(dkim_pass("p=" RSA_P, NULL, NULL));
+	assert_true(dkim_pass("v=DKIM1; k=ed25519; p=GFF5lj6e+4qG8RAEqIuOLr "
+	    "LgbnXC5ZovyPo9G6zp5j0=", ED_P, "ed25519"));
+	assert_true(dkim_pass("v=DKIM1; p=" RSA_P, RSA_P, "rsa"));
 	assert_false(dkim_pass(NULL, NULL, NULL));
 	assert_false(dkim_pass("v=DKIM1; k=rsa", NULL, NULL));
 	assert_false(dkim_pass("v=DKIM1; p=", NULL, NULL));
 	assert_false(dkim_pass("v=DKIM1; p=QUJ", NULL, NULL));
-	assert_false(dkim_pass("k=rsa; v=DKIM1; p=QUJD", NULL, NULL));
-	assert_false(dkim_pass("v=DKIM2; p=QUJD", NULL, NULL));
-	assert_false(dkim_pass("v=DKIM1; k=dsa; p=QUJD", NULL, NULL));
-	assert_false(dkim_pass("v=DKIM1; k=rsa; p=QUJE", "QUJD", "rsa"));
-	assert_false(dkim_pass("v=DKIM1; p=QUJD", "QUJD", "ed25519"));
+	/* Valid base64, but no key. */
+	assert_false(dkim_pass("v=DKIM1; k=rsa; p=QUJDRA==", NULL, NULL));
+	assert_false(dkim_pass("v=DKIM1; k=ed25519; p=QUJDRA==", NULL, NULL));
+	assert_false(dkim_pass("k=rsa; v=DKIM1; p=" RSA_P, NULL, NULL));
+	assert_false(dkim_pass("v=DKIM2; p=" RSA_P, NULL, NULL));
+	assert_false(dkim_pass("v=DKIM1; k=dsa; p=" RSA_P, NULL, NULL));
+	assert_false(dkim_pass("v=DKIM1; k=ed25519; p=" ED_P, "AAAA" ED_P,
+	    "ed25519"));
+	assert_false(dkim_pass("v=DKIM1; p=" RSA_P, RSA_P, "ed25519"));
 }
 
 static int
@@ -283,6 +303,8 @@ test_dmarc(void **state)
 	assert_false(dmarc_pass("v=DMARC1; p=none; pct=101", NULL));
 	assert_false(dmarc_pass("v=DMARC1; p=none", "v=DMARC1; p=reject"));
 	assert_false(dmarc_pass("v=spf1 -all", NULL));
+	/* RFC 7489's grammar allows spaces around "=". */
+	assert_true(dmarc_pass("v = DMARC1 ; p = none", NULL));
 }
 
 int

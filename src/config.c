@@ -27,7 +27,8 @@
 #include "util.h"
 
 enum config_type { T_STRING, T_PORT, T_SECONDS, T_TLS, T_DELIVERY, T_LOG,
-	T_RATE, T_LIFETIME, T_COUNT, T_RETRY, T_REWRITE, T_BOOL, T_SIZE };
+	T_RATE, T_LIFETIME, T_COUNT, T_RETRY, T_REWRITE, T_BOOL, T_SIZE,
+	T_IDLE };
 
 struct config_key {
 	const char	*section;
@@ -60,6 +61,7 @@ static const struct config_key config_keys[] = {
 	{ "queue", "session_max", T_COUNT, "100", OFF(queue.session_max) },
 	{ "queue", "wait", T_SECONDS, "2m", OFF(queue.wait) },
 	{ "queue", "max_size", T_SIZE, "0", OFF(queue.max_size) },
+	{ "queue", "idle", T_IDLE, "5s", OFF(queue.idle) },
 	{ "sender", "domain", T_STRING, NULL, OFF(sender.domain) },
 	{ "sender", "address", T_STRING, NULL, OFF(sender.address) },
 	{ "sender", "rewrite", T_REWRITE, "local", OFF(sender.rewrite) },
@@ -238,6 +240,11 @@ config_set(struct config *cfg, const struct config_key *k, const char *val,
 			goto bad;
 		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
 		return 0;
+	case T_IDLE:
+		if (util_parse_duration(val, &n) == -1 || n > 3600)
+			goto bad;
+		*(unsigned *)(void *)(base + k->offset) = (unsigned)n;
+		return 0;
 	case T_RETRY:
 		if (util_parse_duration(val, &n) == -1 || n < 1 ||
 		    n > 7 * 86400)
@@ -315,6 +322,7 @@ bad:
 			[T_BOOL] = "yes or no",
 			[T_SIZE] = "a size in octets, k, M or G (e.g. 25M), "
 			    "0 for no limit",
+			[T_IDLE] = "a duration from 0 (off) to 1h (e.g. 5s)",
 		};
 		char shown[64];
 

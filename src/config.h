@@ -80,6 +80,7 @@ struct config {
 		unsigned	 session_max;	/* messages per SMTP session */
 		unsigned	 wait;		/* foreground wait for a runner */
 		unsigned long long max_size;	/* octets of message, 0: any */
+		unsigned	 idle;		/* daemon: keep a session open */
 	} queue;
 	struct {
 		char		*domain;	/* qualifies bare local names */

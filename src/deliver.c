@@ -188,9 +188,12 @@ deliver_apply(struct config *cfg, struct spool *sp, struct spool_entry *e,
 	int mail_refused, quiet;
 
 	/* A session that ended (stopped by us, or dropped after earlier
-	 * messages) before this one's MAIL did not touch it: no attempt. */
-	if (m->mail_code == 0 && (ses->interrupted ||
-	    ses->failure == RELAY_FAIL_NONE)) {
+	 * messages) before this one's MAIL did not touch it: no attempt.
+	 * Nor did a relay that closed a connection we kept idle (quietly
+	 * or with 421): the message goes again on a new connection. */
+	if ((m->mail_code == 0 && (ses->interrupted ||
+	    ses->failure == RELAY_FAIL_NONE)) || (m->after_idle &&
+	    (m->mail_code == 0 || m->mail_code == 421))) {
 		res->untouched++;
 		return;
 	}
@@ -447,6 +450,14 @@ deliver_hook_done(void *arg, struct relay_msg *m)
 		}
 }
 
+static int
+deliver_hook_idle(void *arg)
+{
+	const struct deliver_opts *o = ((struct deliver_batch *)arg)->opts;
+
+	return o->idle != NULL && o->more != NULL ? o->idle(o->more_arg) : 0;
+}
+
 static struct relay_msg *
 deliver_hook_feed(void *arg)
 {
@@ -469,7 +480,8 @@ deliver_entries(struct config *cfg, struct spool *sp,
 {
 	struct deliver_batch b = { opts, cfg, sp, res, NULL, NULL, NULL, 0 };
 	struct relay_pacer hooks = { deliver_hook_wait, deliver_hook_sent,
-	    deliver_hook_note, deliver_hook_feed, deliver_hook_done, &b };
+	    deliver_hook_note, deliver_hook_feed, deliver_hook_done,
+	    deliver_hook_idle, &b };
 	long long now;
 	char err[512];
 	size_t i;

@@ -31,6 +31,9 @@ struct deliver_opts {
 	 * keeps and later closes what it hands out. */
 	struct spool_entry	*(*more)(void *arg);
 	void			*more_arg;
+	/* With more: the session has nothing to send; may wait for new
+	 * mail on the open connection (relay_pacer's idle), or NULL. */
+	int			(*idle)(void *arg);
 };
 
 struct deliver_result {

@@ -266,12 +266,53 @@ runner_more(void *arg)
 	struct runner *r = arg;
 	struct spool_entry *e;
 
+	if (r->drop_pending) {
+		r->drop_pending = 0;
+		(void)maildrop_pickup(r->cfg, r->sp);
+	}
 	if (r->nopen >= r->cfg->queue.session_max ||
 	    (e = runner_next(r, 1)) == NULL)
 		return NULL;
+	r->idle_since = 0;	/* a new idle period after this one */
 	r->open = xreallocarray(r->open, r->nopen + 1, sizeof(*r->open));
 	r->open[r->nopen++] = e;
 	return e;
+}
+
+/*
+ * deliver's "idle" hook: the session has sent everything.  The daemon
+ * keeps the connection open for up to [queue] idle and wakes when mail
+ * is spooled, so the next message costs no new TLS handshake and AUTH.
+ * 1: look for new mail now; 0: close the connection.
+ */
+static int
+runner_idle(void *arg)
+{
+	struct runner *r = arg;
+	struct pollfd pfd;
+	long long deadline;
+	int rc;
+
+	if (!r->daemon || r->cfg->queue.idle == 0 || r->ifd == -1 ||
+	    r->nopen >= r->cfg->queue.session_max ||
+	    r->later_next < r->nlater || r->overflow)
+		return 0;
+	if (r->idle_since == 0)
+		r->idle_since = util_monotonic_ms();
+	deadline = r->idle_since + (long long)r->cfg->queue.idle * 1000;
+	pfd.fd = r->ifd;
+	pfd.events = POLLIN;
+	for (;;) {
+		long long left = deadline - util_monotonic_ms();
+
+		if ((r->stop != NULL && *r->stop) || left <= 0)
+			return 0;
+		rc = poll(&pfd, 1, (int)(left > 1000 ? 1000 : left));
+		if (rc > 0)
+			return 1;
+		if (rc == -1 && errno != EINTR)
+			return 0;
+	}
 }
 
 void
@@ -279,9 +320,9 @@ runner_deliver(struct runner *r, struct spool_entry **entries, size_t n,
     const struct spool_entry *foreground, struct deliver_result *res)
 {
 	struct relay_pacer pacer = { runner_pace_wait, runner_pace_sent,
-	    runner_pace_note, NULL, NULL, r };
+	    runner_pace_note, NULL, NULL, NULL, r };
 	struct deliver_opts opts = { r->verbose, &pacer, foreground, NULL,
-	    NULL };
+	    NULL, NULL };
 
 	deliver_entries(r->cfg, r->sp, entries, n, &opts, res);
 }
@@ -298,9 +339,9 @@ static int
 runner_session(struct runner *r, struct spool_entry *first)
 {
 	struct relay_pacer pacer = { runner_pace_wait, runner_pace_sent,
-	    runner_pace_note, NULL, NULL, r };
+	    runner_pace_note, NULL, NULL, NULL, r };
 	struct deliver_opts opts = { r->verbose, &pacer, NULL, runner_more,
-	    r };
+	    r, runner_idle };
 	struct deliver_result res;
 	size_t i, k;
 	int tries, unusable = 0;
@@ -482,9 +523,11 @@ queue_daemon(struct config *cfg, unsigned long interval, int verbose)
 		spool_close(&sp);
 		return EX_TEMPFAIL;
 	}
-	if (rc == 1)
+	if (rc == 1) {
+		r.daemon = 1;
 		log_info("queue runner started: %s, every %lus, rate %u/s",
 		    sp.dir, interval, cfg->queue.rate);
+	}
 	while (rc == 1 && !queue_stop) {
 		/* The whole queue on schedule; in between only new mail. */
 		now = util_monotonic_ms();

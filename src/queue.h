@@ -26,6 +26,8 @@ struct runner {
 	int			 ifd;		/* inotify on queue/, or -1 */
 	int			 drop_wd;	/* its watch on maildrop/ */
 	int			 drop_pending;	/* maildrop/ changed */
+	int			 daemon;	/* -qINTERVAL: may keep sessions idle */
+	long long		 idle_since;	/* the session idles since (ms) */
 	struct ratelimit	 rl;
 	int			 verbose;
 	int			 progress;	/* a tty progress line */

@@ -251,6 +251,7 @@ relay_event(smtp_session_t session, int event, void *arg, ...)
 		 * and top the session up while it is open. */
 		smtp_message_t sm = va_arg(ap, smtp_message_t);
 		const struct relay_pacer *p = rs->pacer;
+		int idled;
 
 		m = smtp_message_get_application_data(sm);
 		relay_note(rs, smtp_message_transfer_status(sm));
@@ -261,6 +262,23 @@ relay_event(smtp_session_t session, int event, void *arg, ...)
 		if (p->done != NULL) {
 			relay_collect(sm, NULL);
 			p->done(p->arg, m);
+		}
+		/* The last message is done: keep the connection for what
+		 * comes next, as long as the pacer wants.  libESMTP looks
+		 * for a next message only after this event. */
+		for (idled = 0; m->index + 1 == rs->added && !rs->interrupted &&
+		    !rs->setup_failed && p->feed != NULL && p->idle != NULL;
+		    idled = 1) {
+			struct relay_msg *more = p->feed(p->arg);
+
+			if (more != NULL) {
+				more->after_idle = idled;
+				if (relay_add(session, rs, more) == -1)
+					rs->setup_failed = 1;
+				break;
+			}
+			if (!p->idle(p->arg))
+				break;
 		}
 		if (m->index + 1 < rs->added && p->wait != NULL &&
 		    p->wait(p->arg) == -1) {

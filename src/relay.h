@@ -47,6 +47,7 @@ struct relay_msg {
 	char		 data_text[RELAY_TEXT_MAX];
 	int		 data_sent;	/* all data went out (then the dot) */
 	int		 read_error;	/* the spool could not be read */
+	int		 after_idle;	/* added to a connection that idled */
 	/* Private to relay.c. */
 	size_t		 pos;
 	char		*chunk;
@@ -86,6 +87,9 @@ struct relay_pacer {
 	/* A message got its final reply: its outcome fields are filled in
 	 * already, so it can be settled before the session goes on. */
 	void		(*done)(void *arg, struct relay_msg *);
+	/* Nothing left to send: may block until there may be (1: ask
+	 * feed() again) or the connection should close (0). */
+	int		(*idle)(void *arg);
 	void		*arg;
 };
 

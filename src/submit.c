@@ -1,6 +1,7 @@
 /*
  * submit.c -- accepting a message: envelope, spool, first delivery.
  */
+#include <sys/inotify.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -447,11 +448,21 @@ submit_wait(struct submit *s, const char *id, int tell_caller, char *err,
 	    (long long)s->cfg->queue.wait * 1000;
 	struct spool_entry e;
 	struct runner r;
-	char why[512];
-	int waiter = -1, rc = 0;
+	struct pollfd pfd;
+	char why[512], path[4096];
+	int waiter = -1, rc = 0, ifd;
 
 	if (tell_caller)
 		waiter = spool_waiter_create(&s->spool, id);
+	/* The runner's every step renames a state file into queue/ or
+	 * removes from it: wake on that, not on a timer. */
+	if ((ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) != -1 &&
+	    (util_snprintf(path, sizeof(path), "%s/queue", s->spool.dir) ==
+	    -1 || inotify_add_watch(ifd, path, IN_MOVED_TO | IN_MOVED_FROM |
+	    IN_DELETE) == -1)) {
+		(void)close(ifd);
+		ifd = -1;
+	}
 	for (;;) {
 		switch (spool_entry_peek(&s->spool, "queue", id, &e, why,
 		    sizeof(why))) {
@@ -492,9 +503,19 @@ submit_wait(struct submit *s, const char *id, int tell_caller, char *err,
 			    "reached it within %us", id, s->cfg->queue.wait);
 			goto out;
 		}
-		(void)poll(NULL, 0, 20);
+		pfd.fd = ifd;
+		pfd.events = POLLIN;
+		if (poll(&pfd, ifd != -1 ? 1 : 0, ifd != -1 ? 200 : 20) > 0) {
+			char buf[4096] __attribute__((aligned(
+			    __alignof__(struct inotify_event))));
+
+			while (read(ifd, buf, sizeof(buf)) > 0)
+				;	/* what changed: we look anyway */
+		}
 	}
 out:
+	if (ifd != -1)
+		(void)close(ifd);
 	spool_waiter_remove(&s->spool, id, waiter);
 	return rc;
 }

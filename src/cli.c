@@ -17,6 +17,8 @@ const char cli_usage[] =
     "[-N dsn] [-R ret] [-V envid] [-bm | -bs | -bp | -bi] "
     "[-odi | -odb | -odq] [-oX...] [-q[interval]] [--] [recipient ...]\n"
     "       relayq [-C file] queue list [--json] | retry ID | remove ID\n"
+    "       relayq [-C file] queue check [--warn N] [--crit N] "
+    "[--age DURATION]\n"
     "       relayq [-C file] check [--json] [--no-dns] [--no-relay] "
     "[DOMAIN ...]\n"
     "       relayq [-C file] dns-records [DOMAIN]";
@@ -145,6 +147,34 @@ cli_parse_queue(struct cli_opts *o, char *err, size_t errlen)
 			goto usage;
 		return 0;
 	}
+	if (strcmp(verb, "check") == 0) {
+		size_t i;
+
+		o->mode = CLI_QUEUE_CHECK;
+		o->check_warn = 100;
+		o->check_crit = 1000;
+		o->check_age = 3600;
+		for (i = 0; i < nargs; i += 2) {
+			const char *v = i + 1 < nargs ? args[i + 1] : NULL;
+			int bad;
+
+			if (v == NULL)
+				goto usage;
+			if (strcmp(args[i], "--warn") == 0)
+				bad = util_parse_ulong(v, 1, 100000000,
+				    &o->check_warn);
+			else if (strcmp(args[i], "--crit") == 0)
+				bad = util_parse_ulong(v, 1, 100000000,
+				    &o->check_crit);
+			else if (strcmp(args[i], "--age") == 0)
+				bad = util_parse_duration(v, &o->check_age);
+			else
+				goto usage;
+			if (bad == -1)
+				goto usage;
+		}
+		return 0;
+	}
 	if ((strcmp(verb, "retry") == 0 || strcmp(verb, "remove") == 0) &&
 	    nargs == 1) {
 		o->mode = verb[2] == 't' ? CLI_QUEUE_RETRY : CLI_QUEUE_REMOVE;
@@ -153,7 +183,8 @@ cli_parse_queue(struct cli_opts *o, char *err, size_t errlen)
 	}
 usage:
 	(void)util_snprintf(err, errlen, "usage: relayq queue list [--json] | "
-	    "retry ID | remove ID");
+	    "retry ID | remove ID | check [--warn N] [--crit N] "
+	    "[--age DURATION]");
 	return -1;
 }
 

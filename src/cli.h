@@ -17,6 +17,7 @@ enum cli_mode {
 	CLI_QUEUE_LIST,		/* -bp, mailq, relayq queue list */
 	CLI_QUEUE_RETRY,	/* relayq queue retry ID */
 	CLI_QUEUE_REMOVE,	/* relayq queue remove ID */
+	CLI_QUEUE_CHECK,	/* relayq queue check [--warn N] ... */
 	CLI_CHECK,		/* relayq check [DOMAIN...] */
 	CLI_DNS_RECORDS,	/* relayq dns-records [DOMAIN] */
 	CLI_NEWALIASES,		/* newaliases, -bi, -I */
@@ -45,9 +46,13 @@ struct cli_opts {
 	const char	 *dsn_envid;		/* -V envid */
 	int		  body8bit;		/* -B 8BITMIME */
 	int		  json;			/* queue list, check: --json */
+	unsigned long	  caller_uid;		/* set by main: who called us */
 	int		  no_dns;		/* check --no-dns */
 	int		  no_relay;		/* check --no-relay */
 	const char	 *queue_id;		/* queue retry|remove ID */
+	unsigned long	  check_warn;		/* queue check --warn N */
+	unsigned long	  check_crit;		/* --crit N */
+	unsigned long	  check_age;		/* --age DURATION, seconds */
 	char		**rcpts;		/* operands, may hold comma lists;
 						   check's domains */
 	size_t		  nrcpts;

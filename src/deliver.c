@@ -515,6 +515,8 @@ deliver_entries(struct config *cfg, struct spool *sp,
 	if (res->session.failure != RELAY_FAIL_NONE)
 		log_warnx("relay %s:%u: %s", cfg->relay.host, cfg->relay.port,
 		    res->session.reason);
+	if (res->rcpts_done > 0)
+		spool_note_sent(sp, util_now());
 	now = util_now();
 	for (i = 0; i < b.n; i++) {
 		if (!b.applied[i])

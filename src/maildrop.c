@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,7 +71,7 @@ maildrop_write(const char *spooldir, const struct maildrop_envelope *env,
 	const char *p;
 	size_t n, i;
 	long long total = 0;
-	int dfd, fd = -1, tries, complete = 1, r, rc = EX_SOFTWARE;
+	int dfd, fd = -1, tries, complete = 1, r, rc = EX_SOFTWARE, saved;
 
 	if (util_snprintf(dir, sizeof(dir), "%s/%s", spooldir,
 	    MAILDROP_SUBDIR) == -1) {
@@ -147,8 +148,12 @@ maildrop_write(const char *spooldir, const struct maildrop_envelope *env,
 			break;
 		}
 	}
+	saved = errno;
+	/* In a dialogue the client goes on after the final dot. */
+	if (rc == EX_DATAERR && end == MESSAGE_END_SMTP)
+		message_drain(&m, lr);
 	message_free(&m);
-	if (r == 0) {
+	if (rc == EX_SOFTWARE && r == 0) {
 		/* Durable first, then complete: the runner reads only
 		 * files others may read. */
 		if (maildrop_flush(fd, &b, 1) == -1 || util_fsync_fd(fd) ==
@@ -159,14 +164,14 @@ maildrop_write(const char *spooldir, const struct maildrop_envelope *env,
 			rc = maildrop_status(errno);
 		} else
 			rc = 0;
-	} else if (r == -MESSAGE_EWRITE) {
+	} else if (rc == EX_SOFTWARE && r == -MESSAGE_EWRITE) {
 		(void)util_snprintf(err, errlen, "%s/%s: %s", dir, id,
-		    strerror(errno));
-		rc = maildrop_status(errno);
-	} else if (r < 0) {
+		    strerror(saved));
+		rc = maildrop_status(saved);
+	} else if (rc == EX_SOFTWARE) {
 		(void)util_snprintf(err, errlen, r == -MESSAGE_EEOF ? "input "
 		    "ended inside the message" : "reading the message: %s",
-		    strerror(errno));
+		    strerror(saved));
 		rc = EX_TEMPFAIL;
 	}
 	buf_free(&b);
@@ -312,8 +317,11 @@ maildrop_quarantine(struct spool *sp, int dfd, const char *name,
 	char to[4096], shown[64];
 
 	util_sanitize(shown, sizeof(shown), name, strlen(name));
-	if (util_snprintf(to, sizeof(to), "%s/corrupt/drop-%s", sp->dir,
-	    shown) == -1 || renameat(dfd, name, AT_FDCWD, to) == -1) {
+	/* Never over an earlier one of the same name. */
+	if (util_snprintf(to, sizeof(to), "%s/corrupt/drop-%s-%lld", sp->dir,
+	    shown, util_monotonic_ms()) == -1 ||
+	    syscall(SYS_renameat2, dfd, name, AT_FDCWD, to,
+	    RENAME_NOREPLACE) == -1) {
 		log_warnx("maildrop/%s: %s; cannot move it aside (%s), "
 		    "removing it", shown, why, strerror(errno));
 		(void)unlinkat(dfd, name, 0);
@@ -427,8 +435,13 @@ maildrop_waiting(struct spool *sp)
 	if (util_snprintf(dir, sizeof(dir), "%s/%s", sp->dir,
 	    MAILDROP_SUBDIR) == -1 || (d = opendir(dir)) == NULL)
 		return 0;
-	while (!any && (de = readdir(d)) != NULL)
-		any = de->d_name[0] != '.';
+	/* Only finished files: an abandoned one waits a day for removal. */
+	while (!any && (de = readdir(d)) != NULL) {
+		struct stat st;
+
+		any = de->d_name[0] != '.' && fstatat(dirfd(d), de->d_name,
+		    &st, AT_SYMLINK_NOFOLLOW) == 0 && (st.st_mode & S_IROTH);
+	}
 	(void)closedir(d);
 	return any;
 }
@@ -473,7 +486,8 @@ maildrop_pickup(struct config *cfg, struct spool *sp)
 			}
 			continue;
 		}
-		if (st.st_size > MAILDROP_MAX) {
+		/* The message limit, and room for a big envelope. */
+		if (st.st_size > MAILDROP_MAX + 64LL * 1024 * 1024) {
 			maildrop_quarantine(sp, dfd, name, "too large");
 			continue;
 		}

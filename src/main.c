@@ -112,6 +112,59 @@ main_privileged(void)
 	return getuid() != geteuid() || getgid() != getegid();
 }
 
+/*
+ * A set-group-ID run.  A caller who may read the configuration and write
+ * the queue (root, the service user) gives the group up and works
+ * directly; anyone else may only submit, into the maildrop of the
+ * configured spool if they can read the file, else of the built-in one.
+ * 0 with *out set, or an exit status.
+ */
+static int
+main_privileged_config(const struct cli_opts *o, struct config **out)
+{
+	struct config *cfg = NULL;
+	char err[1024], path[4096];
+	int trusted = 0;
+
+	if (access(CONFIG_DEFAULT_PATH, R_OK) == 0) {
+		if ((cfg = config_load(NULL, 0, err, sizeof(err))) == NULL) {
+			(void)fprintf(stderr, "relayq: %s\n", err);
+			return EX_CONFIG;
+		}
+		/* access(2) asks with the real IDs: the caller's rights. */
+		trusted = getuid() == 0 || (util_snprintf(path, sizeof(path),
+		    "%s/queue", cfg->queue.dir) == 0 &&
+		    access(path, W_OK | X_OK) == 0);
+	} else if (errno != EACCES && errno != ENOENT) {
+		(void)fprintf(stderr, "relayq: %s: %s\n", CONFIG_DEFAULT_PATH,
+		    strerror(errno));
+		return EX_CONFIG;
+	}
+	if (trusted) {
+		if (maildrop_drop_group() == -1) {
+			(void)fprintf(stderr, "relayq: cannot drop privileges: "
+			    "%s\n", strerror(errno));
+			config_free(cfg);
+			return EX_OSERR;
+		}
+		*out = cfg;
+		return 0;
+	}
+	if (o->mode != CLI_SUBMIT && o->mode != CLI_SMTP) {
+		(void)fprintf(stderr, "relayq: permission denied: only root and "
+		    "the relayq service user may use the queue or the relay "
+		    "this way\n");
+		config_free(cfg);
+		return EX_NOPERM;
+	}
+	if (cfg == NULL)
+		cfg = config_defaults();
+	cfg->drop = 1;
+	cfg->queue.delivery = CONFIG_DELIVERY_QUEUE;
+	*out = cfg;
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -144,54 +197,38 @@ main(int argc, char **argv)
 	default:
 		break;
 	}
+	/* Root works as the spool's owner: remember who called. */
+	opts.caller_uid = (unsigned long)getuid();
 	privileged = main_privileged();
-	if (privileged) {
+	if (privileged)
 		main_close_inherited();
-		if (clearenv() != 0)
-			return EX_OSERR;
-	}
 	if (privileged && opts.config_path != NULL) {
-		/* Another configuration means giving up the set-ID group. */
+		/* Another configuration means giving up the set-ID group:
+		 * the caller is then just themselves, environment and all. */
 		if (maildrop_drop_group() == -1) {
 			(void)fprintf(stderr, "relayq: cannot drop privileges: "
 			    "%s\n", strerror(errno));
 			return EX_OSERR;
 		}
 		privileged = 0;
-	}
+	} else if (privileged && clearenv() != 0)
+		return EX_OSERR;
 	for (i = 0; i < opts.nignored; i++)
 		log_debug("ignoring option %s", opts.ignored[i]);
 
-	if (privileged && access(CONFIG_DEFAULT_PATH, R_OK) == -1 &&
-	    errno == EACCES) {
-		/* Not trusted with the password: submit into the maildrop,
-		 * nothing else. */
-		if (opts.mode != CLI_SUBMIT && opts.mode != CLI_SMTP) {
-			(void)fprintf(stderr, "relayq: permission denied: only "
-			    "root and the relayq service user may use the "
-			    "queue or the relay this way\n");
-			return EX_NOPERM;
-		}
-		cfg = config_defaults();
-		cfg->drop = 1;
-		cfg->queue.delivery = CONFIG_DELIVERY_QUEUE;
-	} else {
-		if (privileged && maildrop_drop_group() == -1) {
-			(void)fprintf(stderr, "relayq: cannot drop privileges: "
-			    "%s\n", strerror(errno));
-			return EX_OSERR;
-		}
-		if ((cfg = config_load(opts.config_path, !privileged, err,
-		    sizeof(err))) == NULL) {
-			(void)fprintf(stderr, "relayq: %s\n", err);
-			return EX_CONFIG;
-		}
-		if (main_become_spool_owner(cfg) == -1) {
-			(void)fprintf(stderr, "relayq: cannot become the owner "
-			    "of %s: %s\n", cfg->queue.dir, strerror(errno));
-			config_free(cfg);
-			return EX_OSERR;
-		}
+	if (privileged) {
+		if ((rc = main_privileged_config(&opts, &cfg)) != 0)
+			return rc;
+	} else if ((cfg = config_load(opts.config_path, 1, err,
+	    sizeof(err))) == NULL) {
+		(void)fprintf(stderr, "relayq: %s\n", err);
+		return EX_CONFIG;
+	}
+	if (!cfg->drop && main_become_spool_owner(cfg) == -1) {
+		(void)fprintf(stderr, "relayq: cannot become the owner of %s: "
+		    "%s\n", cfg->queue.dir, strerror(errno));
+		config_free(cfg);
+		return EX_OSERR;
 	}
 	log_init(cfg->log.target);
 	switch (opts.mode) {
@@ -209,6 +246,10 @@ main(int argc, char **argv)
 		break;
 	case CLI_QUEUE_REMOVE:
 		rc = queuectl_remove(cfg, opts.queue_id);
+		break;
+	case CLI_QUEUE_CHECK:
+		rc = queuectl_check(cfg, opts.check_warn, opts.check_crit,
+		    opts.check_age);
 		break;
 	case CLI_SMTP:
 		rc = dialogue_main(cfg, &opts);

@@ -9,6 +9,7 @@
  */
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -524,7 +525,19 @@ queue_daemon(struct config *cfg, unsigned long interval, int verbose)
 		return EX_TEMPFAIL;
 	}
 	if (rc == 1) {
+		char drop[4096];
+		struct stat st;
+
 		r.daemon = 1;
+		/* Callers who may not read the configuration drop their
+		 * mail into the built-in spool. */
+		if (strcmp(cfg->queue.dir, SPOOLDIR) != 0 &&
+		    util_snprintf(drop, sizeof(drop), "%s/%s", SPOOLDIR,
+		    MAILDROP_SUBDIR) == 0 && stat(drop, &st) == 0)
+			log_warnx("%s exists, but this runner takes in only "
+			    "%s/%s: set-group-ID submissions of users who "
+			    "cannot read the configuration are not picked up",
+			    drop, cfg->queue.dir, MAILDROP_SUBDIR);
 		log_info("queue runner started: %s, every %lus, rate %u/s",
 		    sp.dir, interval, cfg->queue.rate);
 	}

@@ -90,6 +90,89 @@ queuectl_text_entry(struct buf *b, const struct spool_entry *e,
 	}
 }
 
+/* Root and the spool's owner see every message; others their own. */
+static int
+queuectl_everyone(const struct config *cfg)
+{
+	struct stat st;
+
+	return getuid() == 0 || (stat(cfg->queue.dir, &st) == 0 &&
+	    st.st_uid == getuid());
+}
+
+/* Monitoring plugin exit codes (the Nagios plugin guidelines). */
+enum { CHECK_OK, CHECK_WARNING, CHECK_CRITICAL, CHECK_UNKNOWN };
+
+int
+queuectl_check(struct config *cfg, unsigned long warn, unsigned long crit,
+    unsigned long max_age)
+{
+	static const char *const names[] = { "OK", "WARNING", "CRITICAL",
+		"UNKNOWN" };
+	struct spool sp;
+	struct spool_entry e;
+	char err[1024], **ids, oldest_s[16], last_s[16], why[160] = "";
+	long long now = util_now(), oldest = 0, last;
+	size_t queued = 0, failed = 0;
+	int i, n, rc = CHECK_OK;
+
+	if (spool_open(&sp, cfg->queue.dir, err, sizeof(err)) == -1 ||
+	    (n = spool_list_dir(&sp, "queue", &ids, err, sizeof(err))) ==
+	    -1) {
+		(void)printf("RELAYQ UNKNOWN: cannot read the queue: %s\n", err);
+		return CHECK_UNKNOWN;
+	}
+	for (i = 0; i < n; i++) {
+		if (spool_entry_peek(&sp, "queue", ids[i], &e, err,
+		    sizeof(err)) != SPOOL_OPEN_OK)
+			continue;
+		queued++;
+		if (oldest == 0 || e.arrival < oldest)
+			oldest = e.arrival;
+		spool_entry_close(&e);
+	}
+	spool_free_ids(ids, n);
+	if ((n = spool_list_dir(&sp, "failed", &ids, err, sizeof(err))) > 0) {
+		failed = (size_t)n;
+		spool_free_ids(ids, n);
+	}
+	last = spool_last_sent(&sp);
+	spool_close(&sp);
+	oldest = oldest > 0 && now > oldest ? now - oldest : 0;
+	queuectl_age(oldest_s, sizeof(oldest_s), oldest);
+	if (last > 0)
+		queuectl_age(last_s, sizeof(last_s), now > last ? now - last :
+		    0);
+	if (queued >= crit) {
+		rc = CHECK_CRITICAL;
+		(void)util_snprintf(why, sizeof(why), " (%lu or more)", crit);
+	} else if (queued >= warn) {
+		rc = CHECK_WARNING;
+		(void)util_snprintf(why, sizeof(why), " (%lu or more)", warn);
+	} else if (queued > 0 && (unsigned long long)oldest >= max_age) {
+		rc = CHECK_WARNING;
+		(void)util_snprintf(why, sizeof(why), " (the oldest is over "
+		    "%lus old)", max_age);
+	} else if (failed > 0) {
+		rc = CHECK_WARNING;
+		(void)util_snprintf(why, sizeof(why), " (messages in "
+		    "failed/)");
+	}
+	(void)printf("RELAYQ %s: %zu queued, oldest %s, %zu failed, last "
+	    "delivery %s%s%s | queued=%zu;%lu;%lu;0 oldest=%llds;%lu;;0 "
+	    "failed=%zu;;;0 last_delivery=", names[rc], queued,
+	    queued > 0 ? oldest_s : "-", failed, last > 0 ? last_s : "never",
+	    last > 0 ? " ago" : "", why, queued, warn, crit,
+	    (long long)oldest, max_age, failed);
+	if (last > 0)
+		(void)printf("%llds;;;0\n", now > last ? now - last : 0);
+	else
+		(void)printf("U;;;0\n");
+	if (fflush(stdout) == EOF)
+		return CHECK_UNKNOWN;
+	return rc;
+}
+
 int
 queuectl_list(struct config *cfg, int json)
 {
@@ -100,16 +183,13 @@ queuectl_list(struct config *cfg, int json)
 	char err[1024], **ids;
 	long long now = util_now();
 	size_t d, count[2] = { 0, 0 }, bytes = 0;
-	struct stat st;
 	int i, n, first = 1, everyone;
 
 	if (spool_open(&sp, cfg->queue.dir, err, sizeof(err)) == -1) {
 		log_user("%s", err);
 		return EX_CANTCREAT;
 	}
-	/* Root and the spool's owner see every message; others their own. */
-	everyone = getuid() == 0 || (stat(cfg->queue.dir, &st) == 0 &&
-	    st.st_uid == getuid());
+	everyone = queuectl_everyone(cfg);
 	buf_init(&out);
 	if (json)
 		buf_puts(&out, "[");
@@ -148,9 +228,16 @@ queuectl_list(struct config *cfg, int json)
 	}
 	if (json)
 		buf_puts(&out, "]\n");
-	else
-		buf_printf(&out, "-- %zu queued, %zu failed, %zu bytes\n",
-		    count[0], count[1], bytes);
+	else {
+		long long last = spool_last_sent(&sp);
+		char ago[16];
+
+		queuectl_age(ago, sizeof(ago), last > 0 && now > last ?
+		    now - last : 0);
+		buf_printf(&out, "-- %zu queued, %zu failed, %zu bytes; last "
+		    "delivery %s%s\n", count[0], count[1], bytes,
+		    last > 0 ? ago : "never", last > 0 ? " ago" : "");
+	}
 	(void)fwrite(out.data, 1, out.len, stdout);
 	buf_free(&out);
 	spool_close(&sp);
@@ -172,6 +259,23 @@ queuectl_open(struct config *cfg, const char *id, struct spool *sp)
 	if (spool_open(sp, cfg->queue.dir, err, sizeof(err)) == -1) {
 		log_user("%s", err);
 		return EX_CANTCREAT;
+	}
+	/* Like the listing: others may touch only their own messages. */
+	if (!queuectl_everyone(cfg)) {
+		struct spool_entry e;
+		int mine = 0;
+
+		if (spool_entry_peek(sp, "queue", id, &e, err, sizeof(err)) ==
+		    SPOOL_OPEN_OK || spool_entry_peek(sp, "failed", id, &e,
+		    err, sizeof(err)) == SPOOL_OPEN_OK) {
+			mine = e.uid == (unsigned long)getuid();
+			spool_entry_close(&e);
+		}
+		if (!mine) {
+			log_user("%s: no such message of yours", id);
+			spool_close(sp);
+			return EX_NOPERM;
+		}
 	}
 	return 0;
 }

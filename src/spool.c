@@ -118,6 +118,47 @@ spool_close(struct spool *s)
 	s->dir = NULL;
 }
 
+void
+spool_note_sent(struct spool *s, long long when)
+{
+	char path[4096], tmp[4096], line[32];
+	int fd;
+
+	if (spool_path(path, sizeof(path), s, "sent", NULL, NULL) == -1 ||
+	    spool_path(tmp, sizeof(tmp), s, "tmp", "sent", NULL) == -1)
+		return;
+	if (util_snprintf(line, sizeof(line), "%lld\n", when) == -1)
+		return;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd == -1)
+		return;
+	if (util_write_all(fd, line, strlen(line)) == -1 ||
+	    close(fd) == -1 || rename(tmp, path) == -1)
+		(void)unlink(tmp);
+}
+
+long long
+spool_last_sent(struct spool *s)
+{
+	char path[4096], line[32];
+	unsigned long v;
+	ssize_t n;
+	int fd;
+
+	if (spool_path(path, sizeof(path), s, "sent", NULL, NULL) == -1 ||
+	    (fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+		return 0;
+	n = util_read(fd, line, sizeof(line) - 1);
+	(void)close(fd);
+	if (n <= 0)
+		return 0;
+	line[n] = '\0';
+	line[strcspn(line, "\n")] = '\0';
+	return util_parse_ulong(line, 0, 1UL << 40, &v) == 0 ? (long long)v :
+	    0;
+}
+
 int
 spool_is_id(const char *name)
 {
@@ -736,7 +777,8 @@ spool_entry_save(struct spool *s, struct spool_entry *e, char *err,
 	for (i = 0; i < e->rcpts.n; i++) {
 		const struct spool_rcpt_state *rs = &e->rstate[i];
 
-		if (rs->status == SPOOL_RCPT_PENDING && rs->code == 0)
+		if (rs->status == SPOOL_RCPT_PENDING && rs->code == 0 &&
+		    rs->text[0] == '\0')
 			continue;
 		buf_printf(&b, "rcpt %zu %s %d %s\n", i, names[rs->status],
 		    rs->code, rs->text);

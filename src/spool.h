@@ -196,6 +196,14 @@ int	spool_waiter_create(struct spool *, const char *id);
 void	spool_waiter_remove(struct spool *, const char *id, int fd);
 int	spool_waiter_present(struct spool *, const char *id);
 
+/*
+ * <spool>/sent holds when the relay last took a message, for monitoring
+ * (relayq queue check).  note writes it (best effort, not synced);
+ * last returns it, or 0 if never.
+ */
+void	spool_note_sent(struct spool *, long long when);
+long long spool_last_sent(struct spool *);
+
 /* Takes the runner lock without waiting: 1 taken, 0 busy, -1 error. */
 int	spool_lock_runner(struct spool *, int *fd, char *err, size_t errlen);
 

@@ -35,7 +35,7 @@ submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
 
 	memset(s, 0, sizeof(*s));
 	s->cfg = cfg;
-	s->origin.uid = (unsigned long)getuid();
+	s->origin.uid = o->caller_uid;
 	s->origin.id = NULL;
 	s->verbose = o->verbose;
 	s->fullname = o->fullname;
@@ -55,9 +55,9 @@ submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
 	}
 	/* cron, atd and php-fpm leave USER/LOGNAME unset or wrong. */
 	errno = 0;
-	pw = getpwuid(getuid());
+	pw = getpwuid((uid_t)o->caller_uid);
 	s->login = pw != NULL ? xstrdup(pw->pw_name) :
-	    util_asprintf("uid%lu", (unsigned long)getuid());
+	    util_asprintf("uid%lu", o->caller_uid);
 	/* One lookup: the FQDN also qualifies when [sender] domain is unset. */
 	s->fqdn = config_host_fqdn();
 	s->domain = xstrdup(cfg->sender.domain != NULL ? cfg->sender.domain :

@@ -10,6 +10,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <unistd.h>
 #include <stdarg.h>
@@ -566,6 +567,32 @@ fail:
 
 extern char **environ;
 
+/* The first line of a file named by a variable (NAME_FILE).  Or NULL. */
+static char *
+config_read_value_file(const char *path, const char *var, char *err,
+    size_t errlen)
+{
+	char buf[4096], *v;
+	ssize_t n;
+	size_t len = 0;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
+		(void)util_snprintf(err, errlen, "%s: %s: %s", var, path,
+		    strerror(errno));
+		return NULL;
+	}
+	while (len < sizeof(buf) - 1 && (n = util_read(fd, buf + len,
+	    sizeof(buf) - 1 - len)) > 0)
+		len += (size_t)n;
+	(void)close(fd);
+	buf[len] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	v = xstrdup(buf);
+	util_wipe(buf, sizeof(buf));	/* it may be a secret */
+	return v;
+}
+
 /* RELAYQ_<SECTION>_<KEY>=value, for unprivileged runs and containers. */
 static int
 config_read_env(struct config *cfg, char *err, size_t errlen)
@@ -594,17 +621,38 @@ config_read_env(struct config *cfg, char *err, size_t errlen)
 
 	for (i = 0; i < UTIL_ARRAYLEN(config_keys); i++) {
 		const struct config_key *k = &config_keys[i];
-		char name[128];
+		char name[128], fname[64];
 		const char *v;
 
 		(void)util_snprintf(name, sizeof(name), "RELAYQ_%s_%s",
 		    k->section, k->name);
 		for (j = 0; name[j] != '\0'; j++)
 			name[j] = (char)toupper((unsigned char)name[j]);
-		if ((v = getenv(name)) == NULL)
+		if ((v = getenv(name)) != NULL) {
+			if (config_set(cfg, k, v, NULL, err, errlen) == -1)
+				return -1;
 			continue;
-		if (config_set(cfg, k, v, NULL, err, errlen) == -1)
-			return -1;
+		}
+		/* The container convention: NAME_FILE holds the value --
+		 * unless that is a key of its own (password_file). */
+		(void)util_snprintf(fname, sizeof(fname), "%s_file", k->name);
+		if (config_lookup(k->section, fname) != NULL ||
+		    util_strlcpy(name + strlen(name), "_FILE", sizeof(name) -
+		    strlen(name)) == -1 || (v = getenv(name)) == NULL)
+			continue;
+		{
+			char *val = config_read_value_file(v, name, err,
+			    errlen);
+			int rc;
+
+			if (val == NULL)
+				return -1;
+			rc = config_set(cfg, k, val, NULL, err, errlen);
+			util_wipe(val, strlen(val));
+			free(val);
+			if (rc == -1)
+				return -1;
+		}
 	}
 	return 0;
 }
@@ -689,7 +737,7 @@ struct config *
 config_load(const char *path, int allow_env, char *err, size_t errlen)
 {
 	struct config *cfg = xcalloc(1, sizeof(*cfg));
-	int explicit = path != NULL;
+	int explicit = path != NULL, env_only;
 	struct stat st;
 	size_t i;
 
@@ -704,14 +752,16 @@ config_load(const char *path, int allow_env, char *err, size_t errlen)
 	}
 	if (path == NULL)
 		path = CONFIG_DEFAULT_PATH;
-	if (stat(path, &st) == -1) {
+	/* RELAYQ_CONFIG="" means the environment alone. */
+	env_only = path[0] == '\0' && allow_env;
+	if (!env_only && stat(path, &st) == -1) {
 		/* Without a file the environment may carry everything. */
 		if (explicit || errno != ENOENT || !allow_env) {
 			(void)util_snprintf(err, errlen, "%s: %s", path,
 			    strerror(errno));
 			goto fail;
 		}
-	} else {
+	} else if (!env_only) {
 		cfg->path = xstrdup(path);
 		if (config_read_file(cfg, path, err, errlen) == -1)
 			goto fail;

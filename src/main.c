@@ -105,11 +105,16 @@ main_become_spool_owner(const struct config *cfg)
 	return 0;
 }
 
-/* Set-ID runs must not let the caller pick the configuration. */
+/*
+ * Set-ID runs must not let the caller pick the configuration.  Root
+ * gains nothing from the set-group-ID bit (a container's root often runs
+ * the packaged binary), so root's own environment is trusted.
+ */
 static int
 main_privileged(void)
 {
-	return getuid() != geteuid() || getgid() != getegid();
+	return getuid() != 0 && (getuid() != geteuid() ||
+	    getgid() != getegid());
 }
 
 /*
@@ -213,6 +218,13 @@ main(int argc, char **argv)
 		privileged = 0;
 	} else if (privileged && clearenv() != 0)
 		return EX_OSERR;
+	else if (!privileged && getegid() != getgid() &&
+	    maildrop_drop_group() == -1) {
+		/* Root: the submission group is no use to it. */
+		(void)fprintf(stderr, "relayq: cannot drop privileges: %s\n",
+		    strerror(errno));
+		return EX_OSERR;
+	}
 	for (i = 0; i < opts.nignored; i++)
 		log_debug("ignoring option %s", opts.ignored[i]);
 

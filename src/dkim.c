@@ -240,7 +240,7 @@ dkim_key_load(const char *path, struct dkim_key *k, char *err, size_t errlen)
 	if (st.st_mode & (S_IRWXO | S_IWGRP)) {
 		(void)util_snprintf(err, errlen, "[dkim] key_file %s: refusing "
 		    "a private key that others may read, or the group or "
-		    "others may change (mode %04o; chmod 600 it)", path,
+		    "others may change (mode %04o; chmod 640 or 600 it)", path,
 		    (unsigned)(st.st_mode & 07777));
 		goto out;
 	}

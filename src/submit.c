@@ -52,6 +52,12 @@ submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
 				    "-F: control character in the full name");
 				return EX_DATAERR;
 			}
+		/* Like -f: a value that looks like an option is refused. */
+		if (o->fullname[0] == '-') {
+			(void)util_snprintf(err, errlen, "-F: a full name may "
+			    "not begin with \"-\"");
+			return EX_DATAERR;
+		}
 	}
 	/* cron, atd and php-fpm leave USER/LOGNAME unset or wrong. */
 	errno = 0;

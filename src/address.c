@@ -20,6 +20,9 @@ addr_list_init(struct addr_list *l)
 {
 	l->v = NULL;
 	l->n = 0;
+	l->slots = NULL;
+	l->nslots = 0;
+	l->indexed = 0;
 }
 
 void
@@ -30,26 +33,111 @@ addr_list_free(struct addr_list *l)
 	for (i = 0; i < l->n; i++)
 		free(l->v[i]);
 	free(l->v);
+	free(l->slots);
 	addr_list_init(l);
+}
+
+/* FNV-1a: the index's hash. */
+static size_t
+addr_hash(const char *a)
+{
+	size_t h = (size_t)14695981039346656037ULL;
+
+	for (; *a != '\0'; a++)
+		h = (h ^ (unsigned char)*a) * (size_t)1099511628211ULL;
+	return h;
+}
+
+static size_t addr_slot(const struct addr_list *, const char *);
+
+/* Takes v[i] out of the index (linear probing: later entries of its
+ * run move back into the gap, Knuth's algorithm R). */
+static void
+addr_unindex(struct addr_list *l, size_t i)
+{
+	size_t k = addr_slot(l, l->v[i]), j, home;
+
+	if (l->slots[k] != i + 1)
+		return;
+	for (j = k;;) {
+		l->slots[k] = 0;
+		for (;;) {
+			j = (j + 1) & (l->nslots - 1);
+			if (l->slots[j] == 0)
+				return;
+			home = addr_hash(l->v[l->slots[j] - 1]) & (l->nslots - 1);
+			/* Stays unless its home is cyclically in (k, j]. */
+			if (k <= j ? (home <= k || home > j) :
+			    (home <= k && home > j))
+				break;
+		}
+		l->slots[k] = l->slots[j];
+		k = j;
+	}
 }
 
 void
 addr_list_truncate(struct addr_list *l, size_t n)
 {
-	while (l->n > n)
-		free(l->v[--l->n]);
+	while (l->n > n) {
+		l->n--;
+		if (l->n < l->indexed && l->nslots > 0)
+			addr_unindex(l, l->n);
+		free(l->v[l->n]);
+	}
+	if (l->indexed > l->n)
+		l->indexed = l->n;
+}
+
+/* The slot holding a, or the empty slot where it would go. */
+static size_t
+addr_slot(const struct addr_list *l, const char *a)
+{
+	size_t i = addr_hash(a) & (l->nslots - 1);
+
+	while (l->slots[i] != 0 && strcmp(l->v[l->slots[i] - 1], a) != 0)
+		i = (i + 1) & (l->nslots - 1);
+	return i;
+}
+
+/* Indexes what was appended since, growing the table at half full. */
+static void
+addr_index(struct addr_list *l)
+{
+	size_t i;
+
+	if (2 * (l->n + 1) > l->nslots) {
+		size_t want = 64;
+
+		while (want < 2 * (l->n + 1))
+			want *= 2;
+		free(l->slots);
+		l->slots = xcalloc(want, sizeof(*l->slots));
+		l->nslots = want;
+		l->indexed = 0;
+	}
+	for (i = l->indexed; i < l->n; i++) {
+		size_t k = addr_slot(l, l->v[i]);
+
+		if (l->slots[k] == 0)
+			l->slots[k] = i + 1;
+	}
+	l->indexed = l->n;
 }
 
 void
 addr_list_add(struct addr_list *l, const char *a)
 {
-	size_t i;
+	size_t k;
 
-	for (i = 0; i < l->n; i++)
-		if (strcmp(l->v[i], a) == 0)
-			return;
+	addr_index(l);
+	k = addr_slot(l, a);
+	if (l->slots[k] != 0)
+		return;
 	l->v = xreallocarray(l->v, l->n + 1, sizeof(*l->v));
 	l->v[l->n++] = xstrdup(a);
+	l->slots[k] = l->n;
+	l->indexed = l->n;
 }
 
 struct addr_parser {
@@ -60,6 +148,7 @@ struct addr_parser {
 	int		 words;		/* separate words outside <> */
 	int		 gap;		/* whitespace seen since last char */
 	int		 in_group;
+	int		 at;		/* an unquoted '@' outside <> */
 };
 
 static void
@@ -67,7 +156,7 @@ addr_parser_reset(struct addr_parser *p)
 {
 	buf_reset(&p->outside);
 	buf_reset(&p->inside);
-	p->in_angle = p->had_angle = p->words = p->gap = 0;
+	p->in_angle = p->had_angle = p->words = p->gap = p->at = 0;
 }
 
 /* Appends text to the current word, tracking phrase words outside <>. */
@@ -239,8 +328,9 @@ addr_list_parse(const char *s, size_t len, struct addr_list *out, char *err,
 			break;
 		case ':':
 			/* "display-name:" opens a group; the name is not
-			 * an address. */
-			if (p.in_group || p.had_angle) {
+			 * an address, and an address is not a name (a CR
+			 * turned "a@b\rBcc: c@d" into the group "a@b"). */
+			if (p.in_group || p.had_angle || p.at) {
 				(void)util_snprintf(err, errlen,
 				    "unexpected \":\" in address list");
 				goto done;
@@ -258,6 +348,7 @@ addr_list_parse(const char *s, size_t len, struct addr_list *out, char *err,
 				 * there, but be lenient and ignore it. */
 				break;
 			}
+			p.at |= c == '@';
 			addr_parser_put(&p, &c, 1);
 			break;
 		}

@@ -117,6 +117,12 @@ dialogue_main(struct config *cfg, const struct cli_opts *o)
 				break;
 			continue;
 		}
+		if (memchr(p, '\0', n) != NULL) {
+			/* A NUL would cut the line short: "RCPT TO:a@b\0@c". */
+			if (dialogue_reply("501 5.5.2 NUL in command") == -1)
+				break;
+			continue;
+		}
 		memcpy(line, p, n);
 		line[n] = '\0';
 		line[strcspn(line, "\r\n")] = '\0';

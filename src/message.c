@@ -160,6 +160,16 @@ message_append_field(struct message *m, struct buf *b, const char *p,
 static void
 message_add_field(struct message *m, struct buf *b)
 {
+	size_t name = message_field_name_len(b->data, b->len), colon = name;
+
+	/* "Date :" (obsolete syntax) becomes "Date:": libESMTP knows only
+	 * the latter, and would add a Date of its own. */
+	while (colon < b->len && b->data[colon] != ':')
+		colon++;
+	if (name > 0 && colon > name) {
+		memmove(b->data + name, b->data + colon, b->len - colon + 1);
+		b->len -= colon - name;
+	}
 	m->fields = xreallocarray(m->fields, m->nfields + 1,
 	    sizeof(*m->fields));
 	m->fields[m->nfields].len = b->len;
@@ -480,6 +490,31 @@ message_out_field(struct message *m, struct message_out *o, const char *t,
 			}
 		if (crlf == NULL)
 			crlf = e;
+		/* A line too long for SMTP is folded before a blank it has,
+		 * which unfolding gives back unchanged.  Without one, a fold
+		 * adds a space; never right after a backslash, where it would
+		 * end a quoted string early. */
+		while (crlf - p > (ptrdiff_t)(MESSAGE_LINE_MAX - o->col)) {
+			size_t room = MESSAGE_LINE_MAX - o->col;
+			const char *cut = p + room;
+
+			while (cut > p && *cut != ' ' && *cut != '\t')
+				cut--;
+			if (cut > p) {
+				(void)message_out_content(m, o, p,
+				    (size_t)(cut - p));
+				message_out_eol(o);
+			} else {
+				cut = p + room;
+				if (room > 1 && cut[-1] == '\\')
+					cut--;
+				(void)message_out_content(m, o, p,
+				    (size_t)(cut - p));
+				message_out_raw(o, "\r\n ", 3);
+				o->col = 1;
+			}
+			p = cut;
+		}
 		(void)message_out_content(m, o, p, (size_t)(crlf - p));
 		message_out_eol(o);
 		p = crlf == e ? e : crlf + 2;

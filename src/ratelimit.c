@@ -13,6 +13,8 @@
  * worth of messages again.  The state file is text: a header, "penalty
  * strikes good last", and the send times.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -77,6 +79,29 @@ ratelimit_load(struct ratelimit *rl)
 	free(text);
 }
 
+/*
+ * The state file, rewritten in place: a hard link planted there would
+ * have us write into its target, so anything but a plain file of ours
+ * with one link is replaced.
+ */
+static int
+ratelimit_open_file(const char *path)
+{
+	struct stat st;
+	int fd;
+
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd != -1 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+	    st.st_nlink == 1 && st.st_uid == geteuid())
+		return fd;
+	if (fd != -1)
+		(void)close(fd);
+	if (unlink(path) == -1 && errno != ENOENT)
+		return -1;
+	return open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+}
+
 void
 ratelimit_open(struct ratelimit *rl, const char *dir, unsigned rate,
     volatile sig_atomic_t *stop)
@@ -94,8 +119,7 @@ ratelimit_open(struct ratelimit *rl, const char *dir, unsigned rate,
 	for (i = 0; i < rate; i++)
 		rl->sent[i] = -RATE_WINDOW_MS * 2;
 	if (util_snprintf(path, sizeof(path), "%s/rate", dir) == 0)
-		rl->fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-		    0600);
+		rl->fd = ratelimit_open_file(path);
 	if (rl->fd != -1)
 		ratelimit_load(rl);
 }

@@ -129,7 +129,9 @@ spool_note_sent(struct spool *s, long long when)
 		return;
 	if (util_snprintf(line, sizeof(line), "%lld\n", when) == -1)
 		return;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	/* Never through a link someone left in tmp/. */
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
 	if (fd == -1)
 		return;
@@ -792,7 +794,9 @@ spool_entry_save(struct spool *s, struct spool_entry *e, char *err,
 			break;
 		buf_printf(&b, "dkim %.*s\n", (int)(eol - p), p);
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	/* Never through a link someone left in tmp/. */
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 	    0600);
 	if (fd == -1 || util_write_all(fd, b.data, b.len) == -1 ||
 	    util_fsync_fd(fd) == -1)

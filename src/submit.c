@@ -27,6 +27,8 @@
 #include "submit.h"
 #include "util.h"
 
+#define SUBMIT_FULLNAME_MAX	512
+
 int
 submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
     char *err, size_t errlen)
@@ -52,6 +54,12 @@ submit_init(struct submit *s, struct config *cfg, const struct cli_opts *o,
 				    "-F: control character in the full name");
 				return EX_DATAERR;
 			}
+		/* A name is a few words; a huge one would be folded. */
+		if (strlen(o->fullname) > SUBMIT_FULLNAME_MAX) {
+			(void)util_snprintf(err, errlen, "-F: a full name of "
+			    "more than %d octets", SUBMIT_FULLNAME_MAX);
+			return EX_DATAERR;
+		}
 		/* Like -f: a value that looks like an option is refused. */
 		if (o->fullname[0] == '-') {
 			(void)util_snprintf(err, errlen, "-F: a full name may "
@@ -224,11 +232,13 @@ submit_resolve(struct submit *s, struct addr_list *l, size_t from, char *err,
 			return EX_DATAERR;
 		}
 	}
+	/* Only the new entries are resolved: the list may grow to
+	 * thousands of arguments, one call each. */
 	addr_list_init(&out);
-	for (i = 0; i < l->n; i++) {
+	for (i = from; i < l->n; i++) {
 		char local[ADDR_MAX_LEN + 1];
 
-		if (i < from || !submit_is_local(s, l->v[i])) {
+		if (!submit_is_local(s, l->v[i])) {
 			addr_list_add(&out, l->v[i]);
 			continue;
 		}
@@ -255,8 +265,10 @@ submit_resolve(struct submit *s, struct addr_list *l, size_t from, char *err,
 			return EX_NOUSER;
 		}
 	}
-	addr_list_free(l);
-	*l = out;
+	addr_list_truncate(l, from);
+	for (i = 0; i < out.n; i++)
+		addr_list_add(l, out.v[i]);
+	addr_list_free(&out);
 	return 0;
 }
 

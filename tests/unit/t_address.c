@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "address.h"
+#include "util.h"
 
 struct list_case {
 	const char	*in;
@@ -136,11 +137,43 @@ test_display_names(void **state)
 	}
 }
 
+/* The hash index of addr_list_add against a plain search, through
+ * adds, duplicates and truncations (which take entries out of it). */
+static void
+test_dedup_index(void **state)
+{
+	struct addr_list l;
+	char a[64];
+	size_t i, j, round, n;
+	unsigned seed = 12345;
+
+	(void)state;
+	addr_list_init(&l);
+	for (round = 0; round < 200; round++) {
+		for (i = 0; i < 150; i++) {
+			seed = seed * 1103515245u + 12345u;
+			(void)util_snprintf(a, sizeof(a), "u%u@example.com",
+			    (seed >> 8) % 400);
+			n = l.n;
+			addr_list_add(&l, a);
+			for (j = 0; j < n; j++)
+				if (strcmp(l.v[j], a) == 0)
+					break;
+			/* Added exactly when it was not there. */
+			assert_int_equal(l.n, j < n ? n : n + 1);
+		}
+		seed = seed * 1103515245u + 12345u;
+		addr_list_truncate(&l, l.n / 2 + (seed >> 8) % (l.n / 2 + 1));
+	}
+	addr_list_free(&l);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lists),
+		cmocka_unit_test(test_dedup_index),
 		cmocka_unit_test(test_safe),
 		cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_display_names),

@@ -6,6 +6,7 @@
  */
 #include <sys/stat.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,24 @@ queuectl_everyone(const struct config *cfg)
 	    st.st_uid == getuid());
 }
 
+/* Files moved aside to corrupt/ (never sent): an admin should look. */
+static size_t
+queuectl_count_corrupt(struct spool *sp)
+{
+	char dir[4096];
+	struct dirent *de;
+	size_t n = 0;
+	DIR *d;
+
+	if (util_snprintf(dir, sizeof(dir), "%s/corrupt", sp->dir) == -1 ||
+	    (d = opendir(dir)) == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	(void)closedir(d);
+	return n;
+}
+
 /* Monitoring plugin exit codes (the Nagios plugin guidelines). */
 enum { CHECK_OK, CHECK_WARNING, CHECK_CRITICAL, CHECK_UNKNOWN };
 
@@ -113,7 +132,7 @@ queuectl_check(struct config *cfg, unsigned long warn, unsigned long crit,
 	struct spool_entry e;
 	char err[1024], **ids, oldest_s[16], last_s[16], why[160] = "";
 	long long now = util_now(), oldest = 0, last;
-	size_t queued = 0, failed = 0;
+	size_t queued = 0, failed = 0, corrupt;
 	int i, n, rc = CHECK_OK;
 
 	if (spool_open(&sp, cfg->queue.dir, err, sizeof(err)) == -1 ||
@@ -136,6 +155,7 @@ queuectl_check(struct config *cfg, unsigned long warn, unsigned long crit,
 		failed = (size_t)n;
 		spool_free_ids(ids, n);
 	}
+	corrupt = queuectl_count_corrupt(&sp);
 	last = spool_last_sent(&sp);
 	spool_close(&sp);
 	oldest = oldest > 0 && now > oldest ? now - oldest : 0;
@@ -157,13 +177,18 @@ queuectl_check(struct config *cfg, unsigned long warn, unsigned long crit,
 		rc = CHECK_WARNING;
 		(void)util_snprintf(why, sizeof(why), " (messages in "
 		    "failed/)");
+	} else if (corrupt > 0) {
+		rc = CHECK_WARNING;
+		(void)util_snprintf(why, sizeof(why), " (files set aside in "
+		    "corrupt/: see the log)");
 	}
-	(void)printf("RELAYQ %s: %zu queued, oldest %s, %zu failed, last "
-	    "delivery %s%s%s | queued=%zu;%lu;%lu;0 oldest=%llds;%lu;;0 "
-	    "failed=%zu;;;0 last_delivery=", names[rc], queued,
-	    queued > 0 ? oldest_s : "-", failed, last > 0 ? last_s : "never",
+	(void)printf("RELAYQ %s: %zu queued, oldest %s, %zu failed, %zu "
+	    "corrupt, last delivery %s%s%s | queued=%zu;%lu;%lu;0 "
+	    "oldest=%llds;%lu;;0 failed=%zu;;;0 corrupt=%zu;;;0 "
+	    "last_delivery=", names[rc], queued, queued > 0 ? oldest_s : "-",
+	    failed, corrupt, last > 0 ? last_s : "never",
 	    last > 0 ? " ago" : "", why, queued, warn, crit,
-	    (long long)oldest, max_age, failed);
+	    (long long)oldest, max_age, failed, corrupt);
 	if (last > 0)
 		(void)printf("%llds;;;0\n", now > last ? now - last : 0);
 	else
@@ -234,9 +259,15 @@ queuectl_list(struct config *cfg, int json)
 
 		queuectl_age(ago, sizeof(ago), last > 0 && now > last ?
 		    now - last : 0);
+		size_t corrupt = queuectl_count_corrupt(&sp);
+
 		buf_printf(&out, "-- %zu queued, %zu failed, %zu bytes; last "
 		    "delivery %s%s\n", count[0], count[1], bytes,
 		    last > 0 ? ago : "never", last > 0 ? " ago" : "");
+		if (corrupt > 0)
+			buf_printf(&out, "-- %zu file%s set aside in %s/corrupt "
+			    "(never sent; the log says why)\n", corrupt,
+			    corrupt == 1 ? "" : "s", cfg->queue.dir);
 	}
 	(void)fwrite(out.data, 1, out.len, stdout);
 	buf_free(&out);

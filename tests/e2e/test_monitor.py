@@ -97,3 +97,17 @@ def test_bad_arguments_are_a_usage_error(relayq):
         cp = relayq(["queue", "check", *args], check_tmp=False)
         assert cp.returncode == 64, fmt(cp)
     assert os.path.isdir(relayq.spool)
+
+
+def test_corrupt_files_warn(relayq):
+    """A file the runner set aside (never sent) is something to look at."""
+    junk = os.path.join(relayq.spool, "queue", "not-a-message")
+    os.makedirs(os.path.dirname(junk), exist_ok=True)
+    with open(junk, "w") as f:
+        f.write("junk\n")
+    relayq(["-q"], check_tmp=False)           # moves it to corrupt/
+    rc, status, perf = check(relayq)
+    assert rc == 1 and "1 corrupt" in status and "corrupt/" in status, status
+    assert perf["corrupt"][0] == "1"
+    cp = relayq(["queue", "list"], check_tmp=False)
+    assert "1 file set aside in" in cp.stdout.decode(), fmt(cp)

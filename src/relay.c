@@ -63,6 +63,22 @@ struct relay_state {
 	int			 setup_failed;
 	int			 offers_8bitmime;	/* in the last EHLO */
 	int			 in_ehlo;
+	/* The reply stream, checked as it is read (RFC 5321 4.2): one
+	 * code per reply, three digits, in time; nothing after the reply
+	 * to STARTTLS.  libESMTP would take a malformed reply's first code
+	 * as a refusal, and buffered plaintext for replies inside TLS. */
+	char			 rhead[4];	/* the line's first octets */
+	size_t			 rpos;		/* octets of the line so far */
+	int			 rcode;		/* multi-line reply's code */
+	long long		 await_ms;	/* last command, or reply */
+	int			 data_end;	/* last write ended the data */
+	int			 await_starttls;
+	char			 gline[RELAY_TEXT_MAX];	/* the greeting */
+	size_t			 glen;
+	int			 plain_fd;	/* the socket before TLS */
+	int			 bad_stream;
+	enum relay_failure	 bad_kind;
+	char			 bad_reason[RELAY_TEXT_MAX];
 };
 
 static int relay_add(smtp_session_t, struct relay_state *, struct relay_msg *);
@@ -82,6 +98,40 @@ relay_cut(struct relay_state *rs)
 		(void)shutdown(SSL_get_fd(rs->ssl), SHUT_RDWR);
 	else if (rs->tunnel != NULL)
 		tunnel_cut(rs->tunnel);
+	else if (rs->plain_fd >= 0)
+		(void)shutdown(rs->plain_fd, SHUT_RDWR);
+}
+
+/*
+ * libESMTP keeps its socket to itself until STARTTLS; to cut a relay
+ * that misbehaves before that, find it: the newest TCP socket whose
+ * peer has the relay's port.
+ */
+static int
+relay_find_socket(const struct config *cfg)
+{
+	struct sockaddr_storage ss;
+	socklen_t len, tlen;
+	int fd, type, found = -1;
+	unsigned port;
+
+	for (fd = 3; fd < 4096; fd++) {
+		tlen = sizeof(type);
+		len = sizeof(ss);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == -1 ||
+		    type != SOCK_STREAM ||
+		    getpeername(fd, (struct sockaddr *)&ss, &len) == -1)
+			continue;
+		if (ss.ss_family == AF_INET)
+			port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		else if (ss.ss_family == AF_INET6)
+			port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		else
+			continue;
+		if (port == cfg->relay.port)
+			found = fd;
+	}
+	return found;
 }
 
 /*
@@ -153,6 +203,9 @@ relay_event(smtp_session_t session, int event, void *arg, ...)
 	case SMTP_EV_CONNECT:
 		(void)alarm(0);
 		rs->connected = 1;
+		rs->await_ms = util_monotonic_ms();	/* the greeting */
+		if (rs->tunnel == NULL)
+			rs->plain_fd = relay_find_socket(rs->cfg);
 		break;
 	case SMTP_EV_STARTTLS_OK: {
 		int one = 1;
@@ -166,6 +219,10 @@ relay_event(smtp_session_t session, int event, void *arg, ...)
 			(void)setsockopt(SSL_get_fd(rs->ssl), IPPROTO_TCP,
 			    TCP_NODELAY, &one, sizeof(one));
 		relay_absorb_tickets(rs);
+		/* Cut before the first command inside TLS, whose reply
+		 * could come from what was injected before it. */
+		if (rs->bad_stream)
+			relay_cut(rs);
 		break;
 	}
 	case SMTP_EV_INVALID_PEER_CERTIFICATE: {
@@ -233,6 +290,7 @@ relay_event(smtp_session_t session, int event, void *arg, ...)
 		m = smtp_message_get_application_data(sm);
 		if (p != NULL && p->feed != NULL && m != NULL &&
 		    m->index + 1 == rs->added && !rs->interrupted &&
+		    !rs->bad_stream &&
 		    (more = p->feed(p->arg)) != NULL &&
 		    relay_add(session, rs, more) == -1)
 			rs->setup_failed = 1;
@@ -255,7 +313,9 @@ relay_event(smtp_session_t session, int event, void *arg, ...)
 
 		m = smtp_message_get_application_data(sm);
 		relay_note(rs, smtp_message_transfer_status(sm));
-		if (p == NULL || m == NULL)
+		/* After a malformed reply nothing is settled here: the
+		 * session fails, and what it carried stays queued. */
+		if (p == NULL || m == NULL || rs->bad_stream)
 			break;
 		if (p->sent != NULL)
 			p->sent(p->arg);
@@ -342,10 +402,103 @@ relay_scan_ehlo(struct relay_state *rs, const char *buf, int len)
 			nl = e;
 		n = (size_t)(nl - p);
 		if (n >= 12 && util_strncaseeq(p + 4, "8BITMIME", 8) &&
-		    (p[12] == '\r' || p[12] == '\n' || p[12] == ' ' || n == 12))
+		    (n == 12 || p[12] == '\r' || p[12] == '\n' ||
+		    p[12] == ' '))
 			relay_set_8bitmime(rs);
 		if (n >= 4 && p[3] == ' ')
 			rs->in_ehlo = 0;	/* the last line of the reply */
+	}
+}
+
+static void relay_bad(struct relay_state *, enum relay_failure,
+    const char *, ...) __attribute__((format(printf, 3, 4)));
+
+/* The stream cannot be trusted: end the session, keep the messages. */
+static void
+relay_bad(struct relay_state *rs, enum relay_failure kind, const char *fmt,
+    ...)
+{
+	va_list ap;
+
+	if (rs->bad_stream)
+		return;
+	rs->bad_stream = 1;
+	rs->bad_kind = kind;
+	va_start(ap, fmt);
+	(void)util_vsnprintf(rs->bad_reason, sizeof(rs->bad_reason), fmt, ap);
+	va_end(ap);
+	relay_cut(rs);
+}
+
+/* One line of a reply ended: its code must be sound. */
+static void
+relay_reply_line(struct relay_state *rs, int more_in_buffer)
+{
+	const char *h = rs->rhead;
+	int code, ok, last;
+
+	ok = rs->rpos >= 3 && h[0] >= '2' && h[0] <= '5' && h[1] >= '0' &&
+	    h[1] <= '9' && h[2] >= '0' && h[2] <= '9' && (rs->rpos == 3 ||
+	    h[3] == ' ' || h[3] == '-' || (rs->rpos == 4 && h[3] == '\r'));
+	if (!ok) {
+		relay_bad(rs, RELAY_FAIL_PROTOCOL, "%s sent a malformed reply "
+		    "line", rs->cfg->relay.host);
+		return;
+	}
+	code = (h[0] - '0') * 100 + (h[1] - '0') * 10 + (h[2] - '0');
+	if (rs->rcode != 0 && code != rs->rcode) {
+		relay_bad(rs, RELAY_FAIL_PROTOCOL, "%s sent one reply with the "
+		    "codes %d and %d", rs->cfg->relay.host, rs->rcode, code);
+		return;
+	}
+	last = rs->rpos == 3 || h[3] != '-';
+	rs->rcode = last ? 0 : code;
+	if (!last)
+		return;
+	rs->await_ms = util_monotonic_ms();
+	if (rs->greeting == 0) {
+		rs->greeting = code;
+		util_sanitize(rs->greeting_text, sizeof(rs->greeting_text),
+		    rs->gline, rs->glen);
+	}
+	if (rs->await_starttls) {
+		rs->await_starttls = 0;
+		if (more_in_buffer)
+			relay_bad(rs, RELAY_FAIL_TLS, "%s sent more after its "
+			    "reply to STARTTLS, to be read as if inside TLS "
+			    "(an injection); nothing was sent",
+			    rs->cfg->relay.host);
+	}
+}
+
+/* Checks what was read: reply syntax, and time since the command. */
+static void
+relay_check_replies(struct relay_state *rs, const char *buf, size_t len)
+{
+	long long limit = (long long)rs->cfg->relay.timeout * 1000;
+	size_t i;
+
+	/* A relay trickling one reply out byte by byte gets the timeout
+	 * for the whole reply (the final dot's: 10 minutes at least). */
+	if (rs->data_end && limit < 600000)
+		limit = 600000;
+	if (rs->await_ms > 0 && util_monotonic_ms() - rs->await_ms > limit)
+		relay_bad(rs, RELAY_FAIL_PROTOCOL, "%s took more than %lld s "
+		    "for one reply", rs->cfg->relay.host, limit / 1000);
+	for (i = 0; i < len && !rs->bad_stream; i++) {
+		char c = buf[i];
+
+		if (rs->greeting == 0 && c != '\n' &&
+		    rs->glen < sizeof(rs->gline))
+			rs->gline[rs->glen++] = c;
+		if (c == '\n') {
+			relay_reply_line(rs, i + 1 < len);
+			rs->rpos = 0;
+			continue;
+		}
+		if (rs->rpos < sizeof(rs->rhead))
+			rs->rhead[rs->rpos] = c;
+		rs->rpos++;
 	}
 }
 
@@ -362,8 +515,12 @@ relay_monitor(const char *buf, int len, int writing, void *arg)
 	if (len <= 0)
 		return;
 	if (writing) {
-		if (len >= 8 && util_strncaseeq(buf, "STARTTLS", 8))
+		rs->await_ms = util_monotonic_ms();
+		rs->data_end = 0;	/* (the data itself is not shown) */
+		if (len >= 8 && util_strncaseeq(buf, "STARTTLS", 8)) {
 			rs->starttls_ms = util_monotonic_ms();
+			rs->await_starttls = 1;
+		}
 		/* Only the EHLO that counts: after TLS when STARTTLS. */
 		if (len >= 5 && util_strncaseeq(buf, "EHLO ", 5))
 			rs->in_ehlo = rs->tls_ok ||
@@ -392,12 +549,7 @@ relay_monitor(const char *buf, int len, int writing, void *arg)
 		relay_transcript("<<<", buf, len);
 	if (rs->in_ehlo)
 		relay_scan_ehlo(rs, buf, len);
-	if (rs->greeting == 0 && len >= 3) {
-		rs->greeting = (buf[0] - '0') * 100 + (buf[1] - '0') * 10 +
-		    (buf[2] - '0');
-		util_sanitize(rs->greeting_text, sizeof(rs->greeting_text), buf,
-		    (size_t)len);
-	}
+	relay_check_replies(rs, buf, (size_t)len);
 	if (!rs->in_auth || len < 3)
 		return;
 	if (buf[0] == '3')
@@ -457,9 +609,15 @@ relay_message_cb(void **ctx, int *len, void *arg)
 		return m->head + want;
 	}
 	if (m->pos >= m->head_len + m->data_len || m->read_error) {
-		/* Everything went out; libESMTP sends the final dot next. */
-		if (!m->read_error)
+		/* Everything went out; libESMTP sends the final dot next,
+		 * and the reply to it gets 10 minutes. */
+		if (!m->read_error) {
+			struct relay_state *rs = m->state;
+
 			m->data_sent = 1;
+			rs->data_end = 1;
+			rs->await_ms = util_monotonic_ms();
+		}
 		*len = 0;
 		return NULL;
 	}
@@ -637,6 +795,7 @@ relay_deliver(const struct config *cfg, const char *user,
 	memset(out, 0, sizeof(*out));
 	memset(&rs, 0, sizeof(rs));
 	rs.cfg = cfg;
+	rs.plain_fd = -1;
 	rs.user = user;
 	rs.password = password;
 	rs.verbose = verbose;
@@ -753,6 +912,8 @@ relay_deliver(const struct config *cfg, const char *user,
 		smtp_strerror(smtp_errno(), why, sizeof(why));
 		relay_fail(out, RELAY_FAIL_CONNECT, "cannot connect to %s:%u: "
 		    "%s", cfg->relay.host, cfg->relay.port, why);
+	} else if (rs.bad_stream) {
+		relay_fail(out, rs.bad_kind, "%s", rs.bad_reason);
 	} else if (rs.greeting != 220) {
 		/* 421 and friends: busy or closed; never the message's fault. */
 		relay_fail(out, RELAY_FAIL_CONNECT, "relay %s greeted with: %s",

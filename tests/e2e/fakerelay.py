@@ -42,6 +42,17 @@ None means the normal 2xx answer.
   reply_delay      seconds to wait before the reply to the final dot (the
                    message is recorded, with its arrival time, before it).
   auth_fail=True   every AUTH gets "535 5.7.8 ...", whatever the password.
+  size_limit=N     EHLO advertises SIZE N (RFC 1870): MAIL with SIZE=
+                   above it gets aiosmtpd's 552, and so does more data
+                   than N (default: aiosmtpd's 32 MiB).  Set before start().
+  rcpt_limit=N     a transaction takes at most N recipients: further RCPTs
+                   get "452 4.5.3 Too many recipients" (RFC 5321
+                   4.5.3.1.10).
+  data_cmd_reply   reply to the DATA command itself instead of 354 (the
+                   transaction is then reset, as by RSET).
+  data_cmd_replies list, one item consumed per DATA command; when empty,
+                   data_cmd_reply.
+  starttls_reply   reply to STARTTLS instead of 220 (no handshake follows).
 
 Recorded (thread-safe; the properties return copies):
   connections      TCP connections accepted; connection n (1-based, in
@@ -78,7 +89,7 @@ import time
 import warnings
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 # aiosmtpd warns (and logs) when AUTH is allowed without STARTTLS, which the
 # 'tls' and 'plain-no-starttls' modes do on purpose.
@@ -126,6 +137,9 @@ class _Handler:
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        limit = self.relay.rcpt_limit
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            return "452 4.5.3 Too many recipients"
         r = self.relay._next_rcpt_reply(address)
         if _is_refusal(r):
             return _fmt_reply(r)
@@ -172,6 +186,26 @@ class _Handler:
 
 class _RecordingSMTP(SMTP):
     """aiosmtpd's SMTP, plus bookkeeping for FakeRelay."""
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg):
+        relay = self._fr_relay
+        if (self.envelope.rcpt_tos and not arg
+                and not (relay.user is not None and not self.session.authenticated)):
+            r = relay._next_data_cmd_reply()
+            if _is_refusal(r):
+                await self.push(_fmt_reply(r))
+                self.envelope = self._create_envelope()
+                return
+        return await super().smtp_DATA(arg)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg):
+        r = self._fr_relay.starttls_reply
+        if r is not None and not arg:
+            await self.push(_fmt_reply(r))
+            return
+        return await super().smtp_STARTTLS(arg)
 
     def __init__(self, relay, probe, conn, *args, **kwargs):
         self._fr_relay = relay
@@ -250,7 +284,9 @@ class FakeRelay:
                  mail_reply=None, rcpt_replies=None, data_reply=None,
                  hostname="fakerelay.test", on_message=None, ssl_context=None,
                  greeting_reply=None, mail_replies=None, data_replies=None,
-                 drop_after_data=0, reply_delay=0, auth_fail=False):
+                 drop_after_data=0, reply_delay=0, auth_fail=False,
+                 size_limit=None, rcpt_limit=None, data_cmd_reply=None,
+                 data_cmd_replies=None, starttls_reply=None):
         if mode not in MODES:
             raise ValueError("mode must be one of %s" % (MODES,))
         if mode in ("starttls", "tls") and ssl_context is None and not (cert and key):
@@ -270,6 +306,11 @@ class FakeRelay:
         self.drop_after_data = drop_after_data
         self.reply_delay = reply_delay
         self.auth_fail = auth_fail
+        self.size_limit = size_limit
+        self.rcpt_limit = rcpt_limit
+        self.data_cmd_reply = data_cmd_reply
+        self.data_cmd_replies = list(data_cmd_replies or [])
+        self.starttls_reply = starttls_reply
         self.on_message = on_message
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -315,6 +356,12 @@ class FakeRelay:
             if self.data_replies:
                 return self.data_replies.pop(0)
             return self.data_reply
+
+    def _next_data_cmd_reply(self):
+        with self._lock:
+            if self.data_cmd_replies:
+                return self.data_cmd_replies.pop(0)
+            return self.data_cmd_reply
 
     def _take_drop(self):
         with self._lock:
@@ -407,6 +454,8 @@ class FakeRelay:
         kwargs = dict(hostname=self.host, port=self.port,
                       server_hostname=self.hostname, ident="fakerelay ESMTP",
                       ready_timeout=10.0)
+        if self.size_limit is not None:
+            kwargs.update(data_size_limit=self.size_limit)
         if self.user is not None:
             # AUTH is enforced in handle_MAIL (530 5.7.0): aiosmtpd's own
             # auth_required warns when combined with auth_require_tls=False.

@@ -3,6 +3,7 @@
  * configuration or the queue (see maildrop.h for the model and format).
  */
 #define _GNU_SOURCE	/* setresgid(2): the saved set-group-ID must go too */
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -235,6 +236,20 @@ maildrop_field(const char *line, const char *name)
 	return line[n] == ' ' ? line + n + 1 : NULL;
 }
 
+/* A -N, -R or -V value as the spool takes it: 1 to 100 visible octets. */
+static int
+maildrop_dsn_value(const char *v)
+{
+	size_t n = strlen(v), i;
+
+	if (n == 0 || n > 100)
+		return 0;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
+			return 0;
+	return 1;
+}
+
 /* Reads the envelope up to its empty line.  0, or -1 with err. */
 static int
 maildrop_parse(struct linereader *lr, struct maildrop_file *f, char *err,
@@ -289,13 +304,13 @@ maildrop_parse(struct linereader *lr, struct maildrop_file *f, char *err,
 		else if (strcmp(line.data, "body8bit") == 0)
 			f->body8bit = 1;
 		else if ((v = maildrop_field(line.data, "notify")) != NULL &&
-		    f->notify == NULL)
+		    f->notify == NULL && maildrop_dsn_value(v))
 			f->notify = xstrdup(v);
 		else if ((v = maildrop_field(line.data, "ret")) != NULL &&
-		    f->ret == NULL)
+		    f->ret == NULL && maildrop_dsn_value(v))
 			f->ret = xstrdup(v);
 		else if ((v = maildrop_field(line.data, "envid")) != NULL &&
-		    f->envid == NULL)
+		    f->envid == NULL && maildrop_dsn_value(v))
 			f->envid = xstrdup(v);
 		else
 			goto bad;
@@ -341,6 +356,73 @@ maildrop_queued(struct spool *sp, const char *id)
 	    id) == 0 && lstat(path, &st) == 0) ||
 	    (util_snprintf(path, sizeof(path), "%s/failed/%s", sp->dir,
 	    id) == 0 && lstat(path, &st) == 0);
+}
+
+/*
+ * The submitter exited 0 long ago: tell them, by mail to their login
+ * resolved like any local recipient, that the message was refused and
+ * why.  From the null sender, so it can never bounce back.
+ */
+static void
+maildrop_notify(struct config *cfg, const struct maildrop_file *f,
+    const char *name, const char *why)
+{
+	struct addr_list rcpts;
+	struct linereader *lr;
+	struct cli_opts o;
+	struct submit s;
+	struct passwd *pw;
+	struct buf b;
+	char err[512], id[SPOOL_ID_LEN + 1], date[64], shown[512];
+	int fd = -1, rc;
+
+	memset(&o, 0, sizeof(o));
+	o.delivery = CLI_DELIVERY_QUEUE;
+	addr_list_init(&rcpts);
+	buf_init(&b);
+	if (submit_init(&s, cfg, &o, err, sizeof(err)) != 0)
+		goto out;
+	free(s.login);
+	pw = getpwuid((uid_t)f->uid);
+	s.login = pw != NULL ? xstrdup(pw->pw_name) :
+	    util_asprintf("uid%lu", f->uid);
+	if (submit_recipients(&s, s.login, &rcpts, err, sizeof(err)) != 0) {
+		log_warnx("maildrop/%s: cannot tell uid %lu: %s", name, f->uid,
+		    err);
+		goto done;
+	}
+	util_sanitize(shown, sizeof(shown), why, strlen(why));
+	(void)message_format_date(f->arrival, date, sizeof(date));
+	buf_printf(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\n"
+	    "To: <%s>\nSubject: Undelivered Mail: refused when it was "
+	    "taken in\nAuto-Submitted: auto-replied\n\n"
+	    "The message you submitted at %s (maildrop %s) was not\n"
+	    "accepted for delivery, and nothing was sent:\n\n    %s\n\n"
+	    "It was set aside for the administrator of this host.\n",
+	    s.domain, rcpts.v[0], date, name, shown);
+	if ((fd = memfd_create("relayq-notice", MFD_CLOEXEC)) == -1 ||
+	    util_write_all(fd, b.data, b.len) == -1 ||
+	    lseek(fd, 0, SEEK_SET) == -1) {
+		log_warn("maildrop/%s: cannot write a notice", name);
+		goto done;
+	}
+	lr = xmalloc(sizeof(*lr));
+	linereader_init(lr, fd);
+	rc = submit_message(&s, lr, MESSAGE_END_EOF, "", &rcpts, 0, id, err,
+	    sizeof(err));
+	free(lr);
+	if (rc == 0)
+		log_info("maildrop/%s: notice %s queued to <%s>", name, id,
+		    rcpts.v[0]);
+	else
+		log_warnx("maildrop/%s: cannot queue a notice: %s", name, err);
+done:
+	submit_free(&s);
+out:
+	if (fd != -1)
+		(void)close(fd);
+	buf_free(&b);
+	addr_list_free(&rcpts);
 }
 
 /*
@@ -412,8 +494,12 @@ maildrop_take(struct config *cfg, struct spool *sp, int dfd,
 	    rc == EX_SOFTWARE) {
 		rc = 0;		/* our trouble: try again later */
 		name = NULL;
-	} else
+	} else {
+		/* The message itself was refused (bad address, too big):
+		 * what a direct submitter learns from the exit status. */
+		maildrop_notify(cfg, &f, name, err);
 		rc = -1;
+	}
 	if (name != NULL && rc >= 0 && unlinkat(dfd, name, 0) == -1)
 		log_warn("maildrop/%s: cannot remove it", name);
 out:

@@ -322,7 +322,7 @@ int
 submit_recipients(struct submit *s, const char *arg, struct addr_list *out,
     char *err, size_t errlen)
 {
-	size_t before = out->n;
+	size_t before = out->n, i;
 	char why[256], shown[64];
 
 	int rc;
@@ -336,7 +336,20 @@ submit_recipients(struct submit *s, const char *arg, struct addr_list *out,
 		return EX_DATAERR;
 	}
 	if (s->cfg->drop) {
-		/* Checked; the runner resolves it as it was given. */
+		/* Checked; the runner resolves it as it was given.  What
+		 * it would refuse for sure is refused now, while the caller
+		 * can still be told by the exit status. */
+		for (i = before; i < out->n; i++)
+			if (submit_has_8bit(out->v[i])) {
+				util_sanitize(shown, sizeof(shown), arg,
+				    strlen(arg));
+				(void)util_snprintf(err, errlen, "recipient "
+				    "\"%s\" needs SMTPUTF8, which relayq "
+				    "cannot send; use an ASCII (punycode) "
+				    "address", shown);
+				addr_list_truncate(out, before);
+				return EX_DATAERR;
+			}
 		addr_list_truncate(out, before);
 		addr_list_add(out, arg);
 		return 0;

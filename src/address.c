@@ -419,8 +419,18 @@ addr_is_dot_atom(const char *s, size_t n)
 static int
 addr_is_local_part(const char *s, size_t n)
 {
-	if (n >= 2 && s[0] == '"' && s[n - 1] == '"')
-		return 1;	/* quoted-string, already checked as safe */
+	size_t i;
+
+	if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
+		/* A quoted-string: inside, a quote only as \" (RFC 5321). */
+		for (i = 1; i < n - 1; i++) {
+			if (s[i] == '\\' && i + 1 < n - 1)
+				i++;
+			else if (s[i] == '"' || s[i] == '\\')
+				return 0;
+		}
+		return 1;
+	}
 	return addr_is_dot_atom(s, n);
 }
 

@@ -439,8 +439,9 @@ config_add_alias(struct config *cfg, const char *name, const char *value,
 			free(a->to[i]);
 		free(a->to);
 	}
-	a->to = l.v;
+	a->to = l.v;		/* the strings move over; the index goes */
 	a->nto = l.n;
+	free(l.slots);
 	return 0;
 }
 
@@ -461,6 +462,14 @@ config_read_aliases(struct config *cfg, dictionary *d, const char *path,
 	for (j = 0; j < n; j++) {
 		const char *v = iniparser_getstring(d, keys[j], "");
 
+		/* iniparser lists a section [aliases:x] as a key without a
+		 * value. */
+		if (v == NULL) {
+			(void)util_snprintf(err, errlen, "%s: unknown section "
+			    "[%.100s]", path, keys[j]);
+			free(keys);
+			return -1;
+		}
 		if (config_add_alias(cfg, keys[j] + strlen("aliases:"), v,
 		    path, err, errlen) == -1) {
 			free(keys);

@@ -28,6 +28,7 @@
 
 #define DKIM_KEY_FILE_MAX	(64 * 1024)
 #define DKIM_FOLD		76	/* fold signature lines near here */
+#define DKIM_MAX_INSTANCES	8	/* of one field name in h= */
 
 /*
  * Signed when present (RFC 6376 5.4.1's list, trimmed to what readers
@@ -482,6 +483,10 @@ dkim_sign_header(const struct dkim_key *k, const char *domain,
 
 		for (j = 0; j < nf; j++)
 			count += dkim_field_is(&fields[j], name);
+		/* The last few of a field are enough (verifiers take them
+		 * from the bottom), and h= must fit the state file. */
+		if (count > DKIM_MAX_INSTANCES)
+			count = DKIM_MAX_INSTANCES;
 		if (i == 0)
 			count++;
 		for (c = 0; c < count; c++) {

@@ -15,7 +15,7 @@ HERE=$(dirname "$0")
 PKGS="gcc make pkg-config libesmtp-dev libiniparser-dev libssl-dev
 libcmocka-dev python3 python3-aiosmtpd python3-pytest openssl
 ca-certificates mandoc valgrind faketime python3-dkim dnsmasq-base
-python3-cryptography python3-dnspython strace time
+python3-cryptography python3-dnspython strace time clang libclang-rt-14-dev
 php8.2-cli php-symfony-mailer cron util-linux libbsd0 liblockfile1"
 
 missing=""

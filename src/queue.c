@@ -188,6 +188,18 @@ runner_read_inotify(struct runner *r)
 	}
 }
 
+/* 1 if some recipient of e is still to be tried. */
+static int
+runner_has_pending(const struct spool_entry *e)
+{
+	size_t i;
+
+	for (i = 0; i < e->rcpts.n; i++)
+		if (e->rstate[i].status == SPOOL_RCPT_PENDING)
+			return 1;
+	return 0;
+}
+
 /* A message with nothing pending left over from a crash. */
 static int
 runner_nothing_pending(const struct spool_entry *e)
@@ -239,6 +251,10 @@ runner_next(struct runner *r, int in_session)
 		default:
 			continue;
 		}
+		/* A retry further off than retry_max allows means the clock
+		 * went back: it is due now, not in a day. */
+		if (e->next_try > r->now + (long long)r->cfg->queue.retry_max)
+			e->next_try = r->now;
 		if (!r->flush && e->next_try > r->now) {
 			if (r->next_due == 0 || e->next_try < r->next_due)
 				r->next_due = e->next_try;
@@ -329,6 +345,7 @@ runner_deliver(struct runner *r, struct spool_entry **entries, size_t n,
 }
 
 #define RUNNER_RECONNECTS 3
+#define RUNNER_TMP_STALE (24 * 3600)	/* an unfinished tmp/ file */
 
 /*
  * One session starting with first and topped up from the queue.  When
@@ -361,12 +378,21 @@ runner_session(struct runner *r, struct spool_entry *first)
 		    res.session.failure == RELAY_FAIL_AUTH;
 		/* Keep the untouched ones at the front, close the rest. */
 		for (i = k = 0; i < r->nopen; i++) {
-			if (!unusable && !r->open[i]->tried &&
+			struct spool_entry *e = r->open[i];
+
+			if (!unusable && !e->tried &&
 			    tries < RUNNER_RECONNECTS) {
-				r->open[k++] = r->open[i];
+				r->open[k++] = e;
 				continue;
 			}
-			spool_entry_close(r->open[i]);
+			/* Deferred now: the daemon wakes for its retry.  Never
+			 * tried: its inotify event is spent, so look again. */
+			if (e->tried && e->next_try > 0 && (r->next_due == 0 ||
+			    e->next_try < r->next_due) && runner_has_pending(e))
+				r->next_due = e->next_try;
+			if (!e->tried && !unusable)
+				r->busy = 1;
+			spool_entry_close(e);
 			free(r->open[i]);
 		}
 		r->nopen = k;
@@ -390,6 +416,18 @@ runner_pass(struct runner *r, int flush, int only_new, long long *next_due)
 	r->busy = 0;
 	r->ids = NULL;
 	r->nids = r->next = 0;
+	/* A spool that cannot record a delivery must not be sent from:
+	 * every pass would send the same messages again. */
+	if (spool_writable(r->sp, err, sizeof(err)) == -1) {
+		if (!r->warned_ro)
+			log_warnx("%s; nothing is sent until it is writable",
+			    err);
+		r->warned_ro = 1;
+		return 0;
+	}
+	r->warned_ro = 0;
+	if (!only_new)
+		spool_purge_tmp(r->sp, RUNNER_TMP_STALE);
 	/* Submissions of callers without access come in first; what they
 	 * add to queue/ is then seen like any new message. */
 	runner_read_inotify(r);

@@ -27,6 +27,7 @@ struct runner {
 	int			 drop_wd;	/* its watch on maildrop/ */
 	int			 drop_pending;	/* maildrop/ changed */
 	int			 daemon;	/* -qINTERVAL: may keep sessions idle */
+	int			 warned_ro;	/* said the spool is read-only */
 	long long		 idle_since;	/* the session idles since (ms) */
 	struct ratelimit	 rl;
 	int			 verbose;

@@ -61,6 +61,7 @@
 
 #include "buf.h"
 #include "linereader.h"
+#include "log.h"
 #include "spool.h"
 #include "util.h"
 
@@ -116,6 +117,56 @@ spool_close(struct spool *s)
 {
 	free(s->dir);
 	s->dir = NULL;
+}
+
+int
+spool_writable(struct spool *s, char *err, size_t errlen)
+{
+	char path[4096];
+	int fd;
+
+	if (spool_path(path, sizeof(path), s, "tmp", ".probe", NULL) == -1)
+		return 0;
+	(void)unlink(path);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd == -1 && (errno == EROFS || errno == EACCES ||
+	    errno == EPERM)) {
+		(void)util_snprintf(err, errlen, "spool %s cannot be written: "
+		    "%s", s->dir, strerror(errno));
+		return -1;
+	}
+	if (fd != -1) {
+		(void)close(fd);
+		(void)unlink(path);
+	}
+	return 0;
+}
+
+void
+spool_purge_tmp(struct spool *s, long long max_age)
+{
+	char dir[4096];
+	struct dirent *d;
+	struct stat st;
+	long long now = util_now();
+	DIR *dp;
+
+	if (spool_path(dir, sizeof(dir), s, "tmp", NULL, NULL) == -1 ||
+	    (dp = opendir(dir)) == NULL)
+		return;
+	while ((d = readdir(dp)) != NULL) {
+		if (d->d_name[0] == '.' && (d->d_name[1] == '\0' ||
+		    (d->d_name[1] == '.' && d->d_name[2] == '\0')))
+			continue;
+		if (fstatat(dirfd(dp), d->d_name, &st, AT_SYMLINK_NOFOLLOW) ==
+		    0 && !S_ISDIR(st.st_mode) &&
+		    now - (long long)st.st_mtime > max_age &&
+		    unlinkat(dirfd(dp), d->d_name, 0) == 0)
+			log_info("tmp/%s: left by a writer that died; removed",
+			    spool_is_id(d->d_name) ? d->d_name : "(a file)");
+	}
+	(void)closedir(dp);
 }
 
 void
@@ -1007,8 +1058,15 @@ spool_list_dir(struct spool *s, const char *dir, char ***out, char *err,
 				continue;
 		}
 		if (!spool_is_id(d->d_name)) {
-			if (strcmp(dir, "queue") == 0)
+			if (strcmp(dir, "queue") == 0) {
+				char shown[64];
+
+				util_sanitize(shown, sizeof(shown), d->d_name,
+				    strlen(d->d_name));
+				log_warnx("queue/%s: not a queue ID; moved to "
+				    "corrupt/", shown);
 				(void)spool_quarantine(s, d->d_name);
+			}
 			continue;
 		}
 		ids = xreallocarray(ids, (size_t)n + 1, sizeof(*ids));

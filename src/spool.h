@@ -204,6 +204,14 @@ int	spool_waiter_present(struct spool *, const char *id);
 void	spool_note_sent(struct spool *, long long when);
 long long spool_last_sent(struct spool *);
 
+/*
+ * 0 if a file can be created in tmp/ (a probe, removed at once), -1
+ * with err when the spool is read-only or not ours to write.
+ */
+int	spool_writable(struct spool *, char *err, size_t errlen);
+/* Removes files in tmp/ older than max_age seconds (killed writers). */
+void	spool_purge_tmp(struct spool *, long long max_age);
+
 /* Takes the runner lock without waiting: 1 taken, 0 busy, -1 error. */
 int	spool_lock_runner(struct spool *, int *fd, char *err, size_t errlen);
 

@@ -481,7 +481,7 @@ submit_wait(struct submit *s, const char *id, int tell_caller, char *err,
 	struct runner r;
 	struct pollfd pfd;
 	char why[512], path[4096];
-	int waiter = -1, rc = 0, ifd;
+	int waiter = -1, rc = 0, ifd, rl;
 
 	if (tell_caller)
 		waiter = spool_waiter_create(&s->spool, id);
@@ -517,8 +517,15 @@ submit_wait(struct submit *s, const char *id, int tell_caller, char *err,
 		default:
 			break;
 		}
-		if (runner_acquire(&r, s->cfg, &s->spool, 0, s->verbose, NULL,
-		    why, sizeof(why)) == 1) {
+		rl = runner_acquire(&r, s->cfg, &s->spool, 0, s->verbose, NULL,
+		    why, sizeof(why));
+		if (rl == -1) {
+			/* No lock at all (EMFILE...): nobody to wait for. */
+			log_user("%s: queued; cannot wait for the queue runner: "
+			    "%s", id, why);
+			goto out;
+		}
+		if (rl == 1) {
 			/* The runner is gone without it: our turn. */
 			if (spool_entry_open(&s->spool, id, &e, why,
 			    sizeof(why)) == SPOOL_OPEN_OK) {

@@ -41,6 +41,7 @@ MSMTP_N = int(os.environ.get("BENCH_MSMTP_N", "1000"))
 REPS = int(os.environ.get("BENCH_REPS", "200"))
 WINDOW = float(os.environ.get("BENCH_WINDOW", "20"))
 DEVNULL = os.open(os.devnull, os.O_RDWR)
+FILL_PAR = 2 * (os.cpu_count() or 2)
 
 
 def want(key):
@@ -131,12 +132,188 @@ class Relay:
         self.p.wait(timeout=10)
 
 
+# ---- memory sampling ---------------------------------------------------------
+
+MEASURES = ["1", "2", "fixture", "3", "4", "5", "6"]
+MEM_PROGS = ("relayq -odq (submit)", "relayq -q (deliver)",
+             "msmtp (submit+deliver)", "floor-linked (exec only)")
+SMAPS_FIELDS = {b"Rss": "rss", b"Pss": "pss", b"Shared_Clean": "shared_clean",
+                b"Shared_Dirty": "shared_dirty", b"Private_Clean": "private_clean",
+                b"Private_Dirty": "private_dirty"}
+
+
+def _smaps_rollup(pid):
+    """The fields of /proc/PID/smaps_rollup we use, in KB; None once gone."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    out = {}
+    for line in data.split(b"\n")[1:]:
+        k, _, v = line.partition(b":")
+        name = SMAPS_FIELDS.get(k)
+        if name:
+            out[name] = int(v.split()[0])
+    return out or None
+
+
+def _smaps_split(pid, exe):
+    """/proc/PID/smaps summed by kind of mapping: shared libraries (.so
+    files), the executable, anything else (heap, stack, anonymous, vdso)."""
+    try:
+        with open("/proc/%d/smaps" % pid, "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    split = {}
+    cur = None
+    for line in data.split("\n"):
+        head = line.split(None, 5)
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            path = head[5].strip() if len(head) > 5 else ""
+            if path.startswith("/") and ".so" in os.path.basename(path):
+                kind = "libraries"
+            elif path and path == exe:
+                kind = "executable"
+            elif path.startswith("/"):
+                kind = "other files"
+            else:
+                kind = "anonymous, heap, stack"
+            cur = split.setdefault(kind, {"rss": 0, "shared_clean": 0,
+                                          "shared_dirty": 0, "private": 0})
+        elif cur is not None and line[:1].isupper() and ":" in line:
+            k, _, v = line.partition(":")
+            if k == "Rss":
+                cur["rss"] += int(v.split()[0])
+            elif k == "Shared_Clean":
+                cur["shared_clean"] += int(v.split()[0])
+            elif k == "Shared_Dirty":
+                cur["shared_dirty"] += int(v.split()[0])
+            elif k in ("Private_Clean", "Private_Dirty"):
+                cur["private"] += int(v.split()[0])
+    return split
+
+
+class MemSampler:
+    """Samples /proc/PID/smaps_rollup of the descendants of one process
+    (not the process itself: it is /usr/bin/time) every ~1 ms, summed at
+    each instant, and keeps the peaks.  Children are found by their parent
+    in /proc/PID/stat; one seen once stays counted while it lives.  At
+    each new high of RSS (at most every 20 ms) /proc/PID/smaps is read
+    too, to split the RSS by mapping."""
+
+    PERIOD = 0.001
+
+    def __init__(self):
+        self.ppid = {}
+        self._scan()                  # what runs already is not ours
+        self.stopping = threading.Event()
+
+    def _scan(self):
+        new = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            if pid in self.ppid:
+                continue
+            try:
+                with open("/proc/%d/stat" % pid, "rb") as f:
+                    st = f.read()
+                self.ppid[pid] = int(st[st.rindex(b")") + 2:].split()[1])
+            except (OSError, ValueError, IndexError):
+                self.ppid[pid] = -1
+            new.append(pid)
+        return new
+
+    def start(self, root):
+        self.root = root
+        self.tree = {root}
+        self.pids = []                # descendants seen, in order
+        self.res = {"rss_kb": None, "pss_kb": None, "private_kb": None,
+                    "samples": 0, "processes": 0, "at_peak_rss": None,
+                    "split": None}
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        res = self.res
+        i = 0
+        last_split, split_rss = 0.0, 0
+        while True:
+            done = self.stopping.is_set()
+            if not self.pids or i % 5 == 0 or done:
+                for pid in self._scan():
+                    if self.ppid[pid] in self.tree:
+                        self.tree.add(pid)
+                        self.pids.append(pid)
+            i += 1
+            tot = {}
+            live = []
+            for pid in self.pids:
+                r = _smaps_rollup(pid)
+                if r:
+                    live.append(pid)
+                    for k, v in r.items():
+                        tot[k] = tot.get(k, 0) + v
+            if tot:
+                res["samples"] += 1
+                priv = tot.get("private_clean", 0) + tot.get("private_dirty", 0)
+                if res["private_kb"] is None or priv > res["private_kb"]:
+                    res["private_kb"] = priv
+                if res["pss_kb"] is None or tot["pss"] > res["pss_kb"]:
+                    res["pss_kb"] = tot["pss"]
+                if res["rss_kb"] is None or tot["rss"] > res["rss_kb"]:
+                    res["rss_kb"] = tot["rss"]
+                    res["at_peak_rss"] = tot
+                    now = time.monotonic()
+                    if tot["rss"] > split_rss and now - last_split > 0.02:
+                        split = self._split(live)
+                        if split and split["total"]["rss"] > split_rss:
+                            res["split"] = split
+                            split_rss = split["total"]["rss"]
+                        last_split = now
+            if done:
+                break
+            time.sleep(self.PERIOD)
+        res["processes"] = len(self.pids)
+
+    def _split(self, pids):
+        out = {}
+        for pid in pids:
+            try:
+                exe = os.readlink("/proc/%d/exe" % pid)
+            except OSError:
+                exe = None
+            s = _smaps_split(pid, exe)
+            for kind, v in (s or {}).items():
+                o = out.setdefault(kind, dict.fromkeys(v, 0))
+                for k in v:
+                    o[k] += v[k]
+        if not out:
+            return None
+        out["total"] = {k: sum(v[k] for v in out.values())
+                        for k in ("rss", "shared_clean", "shared_dirty",
+                                  "private")}
+        return out
+
+    def stop(self):
+        self.stopping.set()
+        self.t.join()
+        return self.res
+
+
 # ---- the run ---------------------------------------------------------------
 
 class Bench:
     def __init__(self):
         self.d = tempfile.mkdtemp(prefix="relayq-bench.", dir="/var/tmp")
         self.errlog = os.path.join(self.d, "stderr.log")
+        # a copy: a rebuild during the run (make in src/) must not change
+        # or break the binary half way through
+        self.relayq = os.path.join(self.d, "relayq")
+        shutil.copy2(RELAYQ, self.relayq)
         self.results = {}
         subprocess.run([PY, os.path.join(TOP, "tests/e2e/certs.py"),
                         self.d + "/certs"], check=True, stdout=subprocess.DEVNULL)
@@ -184,7 +361,7 @@ class Bench:
         return path
 
     def rq(self, ini, *args):
-        return [RELAYQ, "-C", ini, *args]
+        return [self.relayq, "-C", ini, *args]
 
     def queued(self, ini):
         out = subprocess.run(self.rq(ini, "queue", "list", "--json"),
@@ -412,65 +589,116 @@ class Bench:
             "failures": fails[:5], "failure_count": len(fails)}
 
     # ---- 5. memory -------------------------------------------------------------
-    def maxrss(self, argv, stdin=None):
-        r = subprocess.run(["/usr/bin/time", "-v", *argv],
-                           stdin=open(stdin) if stdin else subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True)
-        if r.returncode != 0:
-            raise RuntimeError("%s: %s" % (argv, r.stderr[-2000:]))
-        kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)",
-                           r.stderr).group(1))
-        el = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", r.stderr).group(1)
-        return kb, el
+    def memory(self, argv, stdin=None):
+        """One run under /usr/bin/time -v: its maxrss, and the peaks of
+        smaps_rollup summed over what time started (the program and any
+        children), sampled every ~1 ms."""
+        sampler = MemSampler()
+        p = subprocess.Popen(["/usr/bin/time", "-v", *argv],
+                             stdin=open(stdin) if stdin else subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+        sampler.start(p.pid)
+        try:
+            err = p.communicate()[1]
+        finally:
+            mem = sampler.stop()
+        if p.returncode != 0:
+            raise RuntimeError("%s: %s" % (argv, err[-2000:]))
+        mem["maxrss_kb"] = int(re.search(
+            r"Maximum resident set size \(kbytes\): (\d+)", err).group(1))
+        mem["elapsed"] = re.search(r"Elapsed \(wall clock\) time.*: (\S+)",
+                                   err).group(1)
+        return mem
 
     def m5_memory(self):
-        log("5: memory, 50 MB message")
-        big = self.message("50m.eml", 50 * 1000 * 1000)
+        log("5: memory, 50 MB and 1 KB messages")
+        sizes = {"50MB": (self.message("50m.eml", 50 * 1000 * 1000), 2),
+                 "1KB": (self.message("1k.eml", 1000), 5)}
         ini = self.ini("mem")
-        res = {"relayq -odq (submit)": [], "relayq -q (deliver)": [],
-               "msmtp (submit+deliver)": [], "floor-linked (exec only)": []}
-        for _ in range(2):
-            self.relay.ask("reset")
-            res["relayq -odq (submit)"].append(
-                self.maxrss(self.rq(ini, "-odq", RCPT), big)[0])
-            res["relayq -q (deliver)"].append(self.maxrss(self.rq(ini, "-q"))[0])
-            self.relay.wait_for(1, 60)
-            res["msmtp (submit+deliver)"].append(self.maxrss(self.msmtp, big)[0])
-            res["floor-linked (exec only)"].append(
-                self.maxrss([os.path.join(HERE, "floor-linked")])[0])
-        self.relay.wait_for(2, 60)
-        os.unlink(big)
-        self.results["5_memory_peak_rss_kb"] = {k: summary(v) for k, v in res.items()}
+        progs, floor = MEM_PROGS[:3], MEM_PROGS[3]
+        runs = {sz: {k: [] for k in progs + (floor,)} for sz in sizes}
+        for sz, (msg, reps) in sizes.items():
+            for _ in range(reps):
+                self.relay.ask("reset")
+                runs[sz][progs[0]].append(
+                    self.memory(self.rq(ini, "-odq", RCPT), msg))
+                runs[sz][progs[1]].append(self.memory(self.rq(ini, "-q")))
+                self.relay.wait_for(1, 60)
+                runs[sz][progs[2]].append(self.memory(self.msmtp, msg))
+                self.relay.wait_for(2, 60)
+                runs[sz][floor].append(
+                    self.memory([os.path.join(HERE, "floor-linked")]))
+        os.unlink(sizes["50MB"][0])
+        out = {"method": "maxrss: /usr/bin/time -v (ru_maxrss); pss, private "
+               "(Private_Clean + Private_Dirty), rss: peaks of "
+               "/proc/PID/smaps_rollup summed over the process and its "
+               "children, sampled every ~1 ms; split: /proc/PID/smaps at "
+               "the highest sampled RSS, by mapping",
+               "runs": runs}
+        for sz in sizes:
+            out[sz] = {k: {f: summary([r[f] for r in v if r[f] is not None])
+                           for f in ("maxrss_kb", "rss_kb", "pss_kb",
+                                     "private_kb", "samples")}
+                       for k, v in runs[sz].items()}
+        # the split of the highest RSS seen, per program, on 50 MB
+        out["split_50MB"] = {k: max((r for r in v if r["split"]),
+                                    key=lambda r: r["split"]["total"]["rss"],
+                                    default={"split": None})["split"]
+                             for k, v in runs["50MB"].items()}
+        out["private ratio 50MB/1KB"] = {
+            k: out["50MB"][k]["private_kb"]["median"]
+            / out["1KB"][k]["private_kb"]["median"]
+            for k in progs
+            if out["50MB"][k]["private_kb"] and out["1KB"][k]["private_kb"]}
+        self.results["5_memory"] = out
+        # the key of earlier runs: maxrss on 50 MB
+        self.results["5_memory_peak_rss_kb"] = {
+            k: v["maxrss_kb"] for k, v in out["50MB"].items()}
 
     # ---- 6. scale --------------------------------------------------------------
     def fill(self, ini, n):
+        """n submissions by relayq -odq, FILL_PAR at a time: the real path
+        (relayq's own ids and files), CPU-bound on exec + library loading."""
         fails = []
+        t0 = time.perf_counter()
 
-        def one(_):
+        def one(i):
             try:
                 timed(self.rq(ini, "-odq", RCPT), self.msg4k, self.errlog)
             except Exception as e:
                 fails.append(e)
-        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            if i % 10000 == 9999:
+                log("  queued %d of %d (%.0f/s)" % (
+                    i + 1, n, (i + 1) / (time.perf_counter() - t0)))
+        with concurrent.futures.ThreadPoolExecutor(FILL_PAR) as ex:
             list(ex.map(one, range(n), chunksize=64))
         if fails:
             raise fails[0]
 
-    def scale_point(self, n):
-        ini = self.ini("scale-%d" % n)
+    def scale_fill(self, name, n):
+        ini = self.ini("scale-%s" % name)
         t0 = time.perf_counter()
         self.fill(ini, n)
         fill_s = time.perf_counter() - t0
-        assert self.queued(ini) == n
-        self.relay.ask("down")
-        bp = [timed(self.rq(ini, "-bp"), None, self.errlog) for _ in range(3)]
-        qdown = [timed(self.rq(ini, "-q"), None, self.errlog, check=False)
-                 for _ in range(2)]
-        self.relay.ask("up")
+        queued = self.queued(ini)
+        if queued != n:
+            raise RuntimeError("%d of %d queued" % (queued, n))
+        return {"ini": ini, "n": n, "fill_s": fill_s, "fill_per_s": n / fill_s}
+
+    def scale_down(self, p):
+        """The relay is down: mailq, and a -q pass that finds it down."""
+        ini = p["ini"]
+        p["bp_s"] = summary([timed(self.rq(ini, "-bp"), None, self.errlog)
+                             for _ in range(3)])
+        p["q_pass_relay_down_s"] = summary(
+            [timed(self.rq(ini, "-q"), None, self.errlog, check=False)
+             for _ in range(2)])
+
+    def scale_up(self, ini, n):
+        """The relay is up: one -q pass, stopped by SIGTERM after WINDOW
+        seconds if it has not sent everything by then."""
         self.relay.ask("reset")
-        # relay up: one -q pass, stopped by SIGTERM after WINDOW seconds if
-        # it has not sent everything by then (a large queue takes minutes).
         t0 = time.time()
         pid = spawn(self.rq(ini, "-q"), None, self.errlog)
         end = t0 + WINDOW
@@ -488,31 +716,77 @@ class Bench:
         else:
             os.kill(pid, 9)
             os.waitpid(pid, 0)
-        times = sorted(self.relay.ask("times 0"))
+        times = self.relay.ask("times 0")
+        conns = self.relay.ask("conns 0")
         st = self.relay.stats()
+        # the gaps between messages of one session: the runner's own cost
+        # per message, without the session setups (one per session_max)
+        sess = {}
+        for t, c in zip(times, conns):
+            sess.setdefault(c, []).append(t)
+        gaps, first = [], None
+        for c, ts in sess.items():
+            g = [y - x for x, y in zip(ts, ts[1:])]
+            gaps += g
+            if first is None and g:
+                first = sum(g) / len(g) * 1000
+        times.sort()
         k = len(times)
-        return {"n": n, "fill_s": fill_s, "fill_per_s": n / fill_s,
-                "bp_s": summary(bp), "q_pass_relay_down_s": summary(qdown),
-                "delivered": k, "stopped_after_window": stopped,
+        return {"delivered": k, "stopped_after_window": stopped,
                 "first_arrival_s": times[0] - t0 if times else None,
                 "per_message_ms": ((times[-1] - times[0]) / (k - 1) * 1000
                                    if k > 1 else None),
-                "connections": st["connections"], "tls_handshakes": st["tls"]}
+                "in_session_gap_ms": summary(gaps, 1000),
+                "in_session_mean_ms": (sum(gaps) / len(gaps) * 1000
+                                       if gaps else None),
+                "first_session_mean_ms": first,
+                "connections": st["connections"], "tls_handshakes": st["tls"],
+                "seconds": time.time() - t0}
 
     def m6_scale(self):
+        """100 and SCALE_N queued.  The relay-up runs go small, big, small
+        (the small queue filled again), back to back, so that the load of
+        the machine is alike for the two sizes."""
         log("6: scale, 100 and %d queued" % SCALE_N)
-        small = self.scale_point(100)
-        big = self.scale_point(SCALE_N)
+        small = self.scale_fill("small", 100)
+        big = self.scale_fill("big", SCALE_N)
+        self.relay.ask("down")
+        try:
+            for p in (small, big):
+                self.scale_down(p)
+        finally:
+            self.relay.ask("up")
+        up_small = [self.scale_up(small["ini"], 100)]
+        big.update(self.scale_up(big["ini"], SCALE_N))
+        self.fill(small["ini"], 100)
+        up_small.append(self.scale_up(small["ini"], 100))
+        small["runs"] = up_small
+        for k in ("per_message_ms", "in_session_mean_ms", "first_arrival_s",
+                  "first_session_mean_ms"):
+            small[k] = statistics.mean(r[k] for r in up_small)
+        for k in ("delivered", "connections", "tls_handshakes"):
+            small[k] = up_small[0][k]
+        small["stopped_after_window"] = any(r["stopped_after_window"]
+                                            for r in up_small)
+        for p in (small, big):
+            del p["ini"]
         self.results["6_scale"] = {
             "small": small, "big": big,
             "per_message_cost_ratio_big/small":
-                big["per_message_ms"] / small["per_message_ms"]}
+                big["per_message_ms"] / small["per_message_ms"],
+            "in_session_cost_ratio_big/small":
+                big["in_session_mean_ms"] / small["in_session_mean_ms"],
+            "first_session_cost_ratio_big/small":
+                big["first_session_mean_ms"] / small["first_session_mean_ms"]}
 
     def run(self):
         info = {"cpu": _cpu(), "cores": os.cpu_count(),
                 "kernel": platform.release(), "python": platform.python_version(),
                 "msmtp": _first_line([MSMTP, "--version"]),
-                "relayq": RELAYQ, "relay_port": self.relay.port,
+                "relayq": RELAYQ, "relayq_sha256": _sha256(self.relayq),
+                "git": _first_line(["git", "-C", TOP, "describe", "--always",
+                                    "--dirty"]),
+                "relay_port": self.relay.port, "fill_parallel": FILL_PAR,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         self.results["machine"] = info
         t0 = time.time()
@@ -523,17 +797,26 @@ class Bench:
                            ("6", self.m6_scale)):
                 if want(key):
                     t = time.time()
+                    busy0 = _cpu_busy()
                     try:
                         f()
                     except Exception as e:   # report what we have
                         log("measure %s failed: %r" % (key, e))
                         self.results.setdefault("errors", {})[key] = repr(e)
-                    log("  (%s took %.0fs)" % (key, time.time() - t))
+                    took = time.time() - t
+                    self.results.setdefault("measure_s", {})[key] = took
+                    self.results.setdefault("machine_busy", {})[key] = {
+                        "cpu_busy_pct": _cpu_busy_pct(busy0, _cpu_busy()),
+                        "loadavg_end": _loadavg()}
+                    log("  (%s took %.0fs)" % (key, took))
         finally:
             self.relay.close()
             info["total_s"] = time.time() - t0
             if not os.environ.get("BENCH_KEEP"):
+                t = time.time()
                 shutil.rmtree(self.d, ignore_errors=True)
+                info["cleanup_s"] = time.time() - t
+                info["total_s"] = time.time() - t0
             else:
                 log("kept", self.d)
         return self.results
@@ -554,6 +837,29 @@ def _cpu():
     except OSError:
         pass
     return platform.processor()
+
+
+def _cpu_busy():
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+def _cpu_busy_pct(a, b):
+    return 100.0 * (b[0] - a[0]) / max(1, b[1] - a[1])
+
+
+def _loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def _sha256(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _first_line(argv):
@@ -623,30 +929,75 @@ def table(r):
         row("4 rate 50x20", "mean rate", "%.2f msg/s" % s["mean_per_s"], ">= 9.8/s")
         row("4 rate 50x20", "moved to corrupt/ / failed submissions",
             "%d / %d" % (s["moved to corrupt/"], s["failure_count"]), "0 / 0")
-    s = r.get("5_memory_peak_rss_kb")
+    s = r.get("5_memory")
     if s:
-        for k, v in s.items():
+        for k in MEM_PROGS:
+            v = s["50MB"].get(k)
+            if not v:
+                continue
+            rq = k.startswith("relayq")
+            row("5 memory 50MB", k + ": maxrss", mm(v["maxrss_kb"], "KB", "%.0f"),
+                "<= 5 MB" if rq else "")
+            if k.startswith("floor"):
+                continue
+            row("5 memory 50MB", k + ": peak Pss", mm(v["pss_kb"], "KB", "%.0f"))
+            row("5 memory 50MB", k + ": peak private",
+                mm(v["private_kb"], "KB", "%.0f"))
+        for k in MEM_PROGS:
+            sp = s["split_50MB"].get(k)
+            if not sp or k.startswith("floor"):
+                continue
+            lib = sp.get("libraries", {})
+            other = sp.get("other files", {}).get("rss", 0)
+            row("5 memory 50MB", k + ": sampled RSS, split",
+                "%d KB = %d shared libraries (%d Shared_Clean) + %d binary"
+                " + %d heap/stack/anon%s" % (
+                    sp["total"]["rss"], lib.get("rss", 0),
+                    lib.get("shared_clean", 0),
+                    sp.get("executable", {}).get("rss", 0),
+                    sp.get("anonymous, heap, stack", {}).get("rss", 0),
+                    " + %d other files" % other if other else ""))
+        for k in MEM_PROGS:
+            ratio = s["private ratio 50MB/1KB"].get(k)
+            if ratio is None:
+                continue
+            a = s["1KB"][k]["private_kb"]["median"]
+            b = s["50MB"][k]["private_kb"]["median"]
+            row("5 memory 1KB/50MB", k + ": peak private",
+                "%.0f -> %.0f KB (%+.0f KB, %.2fx)" % (a, b, b - a, ratio),
+                "~1x (streamed)" if k.startswith("relayq") else "")
+    elif r.get("5_memory_peak_rss_kb"):
+        for k, v in r["5_memory_peak_rss_kb"].items():
             row("5 memory 50MB", k, mm(v, "KB", "%.0f"),
                 "<= 5 MB" if k.startswith("relayq") else "")
     s = r.get("6_scale")
     if s:
         for k in ("small", "big"):
             p = s[k]
-            row("6 scale N=%d" % p["n"], "relayq -bp", mm(p["bp_s"], "s", "%.3f"),
+            m = "6 scale N=%d" % p["n"]
+            row(m, "relayq -bp, relay down", mm(p["bp_s"], "s", "%.3f"),
                 "< 1 s" if k == "big" else "")
-            row("6 scale N=%d" % p["n"], "-q pass, relay down",
-                mm(p["q_pass_relay_down_s"], "s", "%.3f"))
-            row("6 scale N=%d" % p["n"], "relay up: first arrival after",
-                "%.3f s" % p["first_arrival_s"])
-            row("6 scale N=%d" % p["n"], "relay up: per message (steady)",
+            row(m, "-q pass, relay down", mm(p["q_pass_relay_down_s"], "s", "%.3f"))
+            row(m, "relay up: first arrival after", "%.3f s" % p["first_arrival_s"])
+            row(m, "relay up: per message (first-last)",
                 "%.2f ms (%d sent%s, %d conns)" % (
                     p["per_message_ms"], p["delivered"],
                     " in %.0f s window" % WINDOW if p["stopped_after_window"] else "",
                     p["connections"]))
-            row("6 scale N=%d" % p["n"], "filling with -odq x4 parallel",
-                "%.0f msg/s" % p["fill_per_s"])
+            if p.get("in_session_mean_ms"):
+                row(m, "relay up: per message in a session",
+                    "%.2f ms mean (first session %.2f)" % (
+                        p["in_session_mean_ms"], p["first_session_mean_ms"]))
+            row(m, "filling with %s parallel -odq" % r.get("machine", {}).get(
+                "fill_parallel", "4"), "%.0f msg/s (%.0f s)" % (
+                    p["fill_per_s"], p["fill_s"]))
         row("6 scale", "per-message cost ratio big/small",
             "%.2fx" % s["per_message_cost_ratio_big/small"], "flat (~1x)")
+        if s.get("in_session_cost_ratio_big/small"):
+            row("6 scale", "same, within sessions / first session only",
+                "%.2fx / %.2fx" % (s["in_session_cost_ratio_big/small"],
+                                   s["first_session_cost_ratio_big/small"]),
+                "flat (~1x)")
     for k, v in r.get("errors", {}).items():
         row("error", k, v)
     w = [max(len(x[i]) for x in rows + [("measure", "what", "median (min-max)", "target")])
@@ -655,6 +1006,15 @@ def table(r):
     lines = [fmt % ("measure", "what", "median (min-max)", "target"),
              fmt % ("-" * w[0], "-" * w[1], "-" * w[2], "-" * w[3])]
     lines += [fmt % x for x in rows]
+    if r.get("measure_s"):
+        busy = r.get("machine_busy", {})
+        lines.append("\ntime per measure (CPU busy % of the whole machine, "
+                     "bench included): " + ", ".join(
+                         "%s %.0f s (%.0f%%)" % (k, v, busy.get(k, {}).get(
+                             "cpu_busy_pct", float("nan")))
+                         for k, v in sorted(r["measure_s"].items(),
+                                            key=lambda kv: MEASURES.index(kv[0])
+                                            if kv[0] in MEASURES else 99)))
     return "\n".join(lines)
 
 
@@ -668,8 +1028,10 @@ def main():
     with open(out, "w") as f:
         json.dump(r, f, indent=1, sort_keys=True)
     m = r["machine"]
-    print("\nrelayq bench: %s, %d cores, kernel %s, %s; %.0f s" % (
-        m["cpu"], m["cores"], m["kernel"], m["msmtp"], m["total_s"]))
+    print("\nrelayq bench: %s, %d cores, kernel %s, %s; %.0f s%s" % (
+        m["cpu"], m["cores"], m["kernel"], m["msmtp"], m["total_s"],
+        " (removing the spools: %.0f s)" % m["cleanup_s"]
+        if "cleanup_s" in m else ""))
     print(table(r))
     print("\nwritten: %s" % out)
     return 1 if r.get("errors") else 0

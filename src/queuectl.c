@@ -215,6 +215,7 @@ queuectl_list(struct config *cfg, int json)
 		return EX_CANTCREAT;
 	}
 	everyone = queuectl_everyone(cfg);
+	sp.hint_states = 1;	/* a listing may be a moment old anyway */
 	buf_init(&out);
 	if (json)
 		buf_puts(&out, "[");

@@ -83,6 +83,13 @@ struct spool_writer {
 
 struct spool {
 	char	*dir;
+	/* A listing for display (queue list) may set hint_states: then
+	 * spool_list_dir() notes which IDs have a state file, and peeking
+	 * at an entry of that directory opens none for the others. */
+	int	 hint_states;
+	char	**states;
+	int	 nstates;
+	const char *states_dir;
 };
 
 /*

@@ -30,6 +30,7 @@
 
 #include "config.h"
 #include "relay.h"
+#include "replyscan.h"
 #include "tls.h"
 #include "tunnel.h"
 #include "util.h"
@@ -67,9 +68,7 @@ struct relay_state {
 	 * code per reply, three digits, in time; nothing after the reply
 	 * to STARTTLS.  libESMTP would take a malformed reply's first code
 	 * as a refusal, and buffered plaintext for replies inside TLS. */
-	char			 rhead[4];	/* the line's first octets */
-	size_t			 rpos;		/* octets of the line so far */
-	int			 rcode;		/* multi-line reply's code */
+	struct reply_scan	 scan;
 	long long		 await_ms;	/* last command, or reply */
 	int			 data_end;	/* last write ended the data */
 	int			 await_starttls;
@@ -430,53 +429,12 @@ relay_bad(struct relay_state *rs, enum relay_failure kind, const char *fmt,
 	relay_cut(rs);
 }
 
-/* One line of a reply ended: its code must be sound. */
-static void
-relay_reply_line(struct relay_state *rs, int more_in_buffer)
-{
-	const char *h = rs->rhead;
-	int code, ok, last;
-
-	ok = rs->rpos >= 3 && h[0] >= '2' && h[0] <= '5' && h[1] >= '0' &&
-	    h[1] <= '9' && h[2] >= '0' && h[2] <= '9' && (rs->rpos == 3 ||
-	    h[3] == ' ' || h[3] == '-' || (rs->rpos == 4 && h[3] == '\r'));
-	if (!ok) {
-		relay_bad(rs, RELAY_FAIL_PROTOCOL, "%s sent a malformed reply "
-		    "line", rs->cfg->relay.host);
-		return;
-	}
-	code = (h[0] - '0') * 100 + (h[1] - '0') * 10 + (h[2] - '0');
-	if (rs->rcode != 0 && code != rs->rcode) {
-		relay_bad(rs, RELAY_FAIL_PROTOCOL, "%s sent one reply with the "
-		    "codes %d and %d", rs->cfg->relay.host, rs->rcode, code);
-		return;
-	}
-	last = rs->rpos == 3 || h[3] != '-';
-	rs->rcode = last ? 0 : code;
-	if (!last)
-		return;
-	rs->await_ms = util_monotonic_ms();
-	if (rs->greeting == 0) {
-		rs->greeting = code;
-		util_sanitize(rs->greeting_text, sizeof(rs->greeting_text),
-		    rs->gline, rs->glen);
-	}
-	if (rs->await_starttls) {
-		rs->await_starttls = 0;
-		if (more_in_buffer)
-			relay_bad(rs, RELAY_FAIL_TLS, "%s sent more after its "
-			    "reply to STARTTLS, to be read as if inside TLS "
-			    "(an injection); nothing was sent",
-			    rs->cfg->relay.host);
-	}
-}
-
 /* Checks what was read: reply syntax, and time since the command. */
 static void
 relay_check_replies(struct relay_state *rs, const char *buf, size_t len)
 {
 	long long limit = (long long)rs->cfg->relay.timeout * 1000;
-	size_t i;
+	size_t i, used;
 
 	/* A relay trickling one reply out byte by byte gets the timeout
 	 * for the whole reply (the final dot's: 10 minutes at least). */
@@ -485,20 +443,36 @@ relay_check_replies(struct relay_state *rs, const char *buf, size_t len)
 	if (rs->await_ms > 0 && util_monotonic_ms() - rs->await_ms > limit)
 		relay_bad(rs, RELAY_FAIL_PROTOCOL, "%s took more than %lld s "
 		    "for one reply", rs->cfg->relay.host, limit / 1000);
-	for (i = 0; i < len && !rs->bad_stream; i++) {
-		char c = buf[i];
+	while (len > 0 && !rs->bad_stream) {
+		enum reply_scan_result r = reply_scan_feed(&rs->scan, buf, len,
+		    &used);
 
-		if (rs->greeting == 0 && c != '\n' &&
-		    rs->glen < sizeof(rs->gline))
-			rs->gline[rs->glen++] = c;
-		if (c == '\n') {
-			relay_reply_line(rs, i + 1 < len);
-			rs->rpos = 0;
-			continue;
+		for (i = 0; rs->greeting == 0 && i < used; i++)
+			if (buf[i] != '\n' && rs->glen < sizeof(rs->gline))
+				rs->gline[rs->glen++] = buf[i];
+		buf += used;
+		len -= used;
+		if (r == REPLY_SCAN_BAD) {
+			relay_bad(rs, RELAY_FAIL_PROTOCOL, "%s sent %s",
+			    rs->cfg->relay.host, rs->scan.why);
+			break;
 		}
-		if (rs->rpos < sizeof(rs->rhead))
-			rs->rhead[rs->rpos] = c;
-		rs->rpos++;
+		if (r != REPLY_SCAN_REPLY)
+			continue;
+		rs->await_ms = util_monotonic_ms();
+		if (rs->greeting == 0) {
+			rs->greeting = rs->scan.last;
+			util_sanitize(rs->greeting_text,
+			    sizeof(rs->greeting_text), rs->gline, rs->glen);
+		}
+		if (rs->await_starttls) {
+			rs->await_starttls = 0;
+			if (len > 0)
+				relay_bad(rs, RELAY_FAIL_TLS, "%s sent more after "
+				    "its reply to STARTTLS, to be read as if "
+				    "inside TLS (an injection); nothing was sent",
+				    rs->cfg->relay.host);
+		}
 	}
 }
 

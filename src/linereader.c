@@ -13,6 +13,7 @@ linereader_init(struct linereader *lr, int fd)
 	lr->fd = fd;
 	lr->start = lr->end = 0;
 	lr->eof = 0;
+	lr->chunk = 0;
 }
 
 int
@@ -25,6 +26,7 @@ linereader_next(struct linereader *lr, const char **p, size_t *n,
 		const char *base = lr->buf + lr->start;
 		size_t avail = lr->end - lr->start;
 		const char *lf = memchr(base + scanned, '\n', avail - scanned);
+		size_t want;
 		ssize_t r;
 
 		if (lf != NULL) {
@@ -52,8 +54,10 @@ linereader_next(struct linereader *lr, const char **p, size_t *n,
 			lr->start = 0;
 			lr->end = avail;
 		}
-		r = util_read(lr->fd, lr->buf + lr->end,
-		    sizeof(lr->buf) - lr->end);
+		want = sizeof(lr->buf) - lr->end;
+		if (lr->chunk > 0 && want > lr->chunk)
+			want = lr->chunk;
+		r = util_read(lr->fd, lr->buf + lr->end, want);
 		if (r == -1)
 			return -1;
 		if (r == 0)

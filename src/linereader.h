@@ -17,6 +17,7 @@ struct linereader {
 	size_t	 start;		/* unread data is buf[start, end) */
 	size_t	 end;
 	int	 eof;
+	size_t	 chunk;		/* read at most this much at once, 0: all */
 	char	 buf[LINEREADER_BUFSIZE];
 };
 

@@ -551,6 +551,9 @@ spool_parse_envelope(struct spool_entry *e, const char *id, off_t size,
 	char end[sizeof(SPOOL_END)];
 
 	linereader_init(lr, e->fd);
+	/* The envelope is small; the message behind it may be megabytes,
+	 * and a listing reads only the envelope. */
+	lr->chunk = 1024;
 	for (;;) {
 		if ((r = linereader_next(lr, &p, &n, &complete)) != 1 ||
 		    !complete || n >= sizeof(line)) {
